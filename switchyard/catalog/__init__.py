@@ -1,0 +1,12 @@
+"""Model catalog: prices, limits, capabilities and image-token rules per model."""
+
+from switchyard.catalog.catalog import (
+    Catalog,
+    CatalogError,
+    ImageTokenSpec,
+    ModelSpec,
+    Prices,
+    load_catalog,
+)
+
+__all__ = ["Catalog", "CatalogError", "ImageTokenSpec", "ModelSpec", "Prices", "load_catalog"]

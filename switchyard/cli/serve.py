@@ -1,0 +1,61 @@
+"""`switchyard serve`: start the ASGI server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from switchyard.accounts.keys import ensure_master_key
+from switchyard.config import ConfigError, load_settings
+
+
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind [env SWITCHYARD_HOST].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind [env SWITCHYARD_PORT].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes [env SWITCHYARD_WORKERS].")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Config file (YAML) [env SWITCHYARD_CONFIG].")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Database and files [env SWITCHYARD_DATA_DIR].")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning [env SWITCHYARD_LOG_LEVEL].")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request line (uvicorn's access log).")] = False,
+) -> None:
+    """Start the gateway. With no config it serves the embedded local model."""
+    import uvicorn
+
+    # Flags become environment variables so every worker process reads the same settings.
+    for env_name, value in (
+        ("SWITCHYARD_HOST", host),
+        ("SWITCHYARD_PORT", port),
+        ("SWITCHYARD_WORKERS", workers),
+        ("SWITCHYARD_CONFIG", config),
+        ("SWITCHYARD_DATA_DIR", data_dir),
+        ("SWITCHYARD_LOG_LEVEL", log_level),
+    ):
+        if value is not None:
+            os.environ[env_name] = str(value)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"switchyard: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Generate the admin key here, once, before workers start, so it is printed exactly once.
+    _, new_key = ensure_master_key(settings.master_key, settings.master_key_file)
+    if new_key:
+        typer.secho("Admin key (shown once; only its hash is kept):", bold=True)
+        typer.echo(f"  {new_key}")
+    typer.echo(f"switchyard listening on http://{settings.host}:{settings.port}/v1 ({settings.workers} worker(s))")
+    uvicorn.run(
+        "switchyard.server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=access_log,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )

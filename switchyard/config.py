@@ -1,0 +1,171 @@
+"""Settings: defaults, then the config file (`SWITCHYARD_CONFIG`), then `SWITCHYARD_*` env vars.
+
+The CLI turns its flags into environment variables before starting workers, so every worker
+process builds the same `Settings` from the same sources.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_ALIAS = "default"
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentConfig:
+    """One place a public model name can be served from."""
+
+    provider: str
+    model: str  # the model id the upstream knows
+    catalog: str  # catalog entry giving prices, limits, capabilities
+    id: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    context_window: int | None = None  # overrides the catalog (e.g. a server started with a smaller window)
+    max_output_tokens: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific settings
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    data_dir: Path = Path("./data")
+    config_path: Path | None = None
+    master_key: str | None = None
+    api_keys: tuple[str, ...] = ()
+    models: Mapping[str, tuple[DeploymentConfig, ...]] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    catalog_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "master_key.sha256"
+
+
+def _timeouts(raw: Any, where: str) -> Timeouts:
+    if raw is None:
+        return Timeouts()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}.timeouts must be a mapping with connect/read seconds")
+    try:
+        return Timeouts(connect=float(raw.get("connect", 5.0)), read=float(raw.get("read", 600.0)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}.timeouts: {exc}") from None
+
+
+def _deployment(public: str, index: int, raw: Any) -> DeploymentConfig:
+    where = f"models.{public}.deployments[{index}]"
+    if not isinstance(raw, Mapping) or "provider" not in raw:
+        raise ConfigError(f"{where} must be a mapping with at least 'provider'")
+    known = {
+        "provider", "model", "catalog", "id", "base_url", "api_key_env", "headers",
+        "timeouts", "context_window", "max_output_tokens",
+    }
+    model = str(raw.get("model") or public)
+    return DeploymentConfig(
+        provider=str(raw["provider"]),
+        model=model,
+        catalog=str(raw.get("catalog") or model),
+        id=str(raw.get("id") or f"{public}#{index}"),
+        base_url=raw.get("base_url"),
+        api_key_env=raw.get("api_key_env"),
+        headers=dict(raw.get("headers") or {}),
+        timeouts=_timeouts(raw.get("timeouts"), where),
+        context_window=raw.get("context_window"),
+        max_output_tokens=raw.get("max_output_tokens"),
+        options={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def _models(raw: Any) -> dict[str, tuple[DeploymentConfig, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("models must be a mapping of public model name to its deployments")
+    out: dict[str, tuple[DeploymentConfig, ...]] = {}
+    for public, spec in raw.items():
+        deployments = spec.get("deployments") if isinstance(spec, Mapping) else spec
+        if not isinstance(deployments, list) or not deployments:
+            raise ConfigError(f"models.{public} needs a non-empty 'deployments' list")
+        out[str(public)] = tuple(_deployment(str(public), i, d) for i, d in enumerate(deployments))
+    return out
+
+
+def embedded_models() -> dict[str, tuple[DeploymentConfig, ...]]:
+    """With no models configured, serve the local model so the first request works offline."""
+    dep = DeploymentConfig(provider="local", model=LOCAL_MODEL_NAME, catalog=LOCAL_MODEL_NAME, id="local")
+    return {LOCAL_MODEL_NAME: (dep,)}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    file: dict[str, Any] = {}
+    config_path = env.get("SWITCHYARD_CONFIG")
+    if config_path:
+        path = Path(config_path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        file = loaded
+    server = file.get("server") or {}
+
+    def pick(env_name: str, key: str, default: Any) -> Any:
+        if env.get(env_name):
+            return env[env_name]
+        return server.get(key, default)
+
+    models = _models(file.get("models")) or embedded_models()
+    aliases = {str(k): str(v) for k, v in (file.get("aliases") or {}).items()}
+    if DEFAULT_ALIAS not in aliases and DEFAULT_ALIAS not in models:
+        aliases[DEFAULT_ALIAS] = next(iter(models))
+    for alias, target in aliases.items():
+        if target not in models:
+            raise ConfigError(f"aliases.{alias} points at '{target}', which is not a configured model")
+
+    keys = list((file.get("auth") or {}).get("keys") or [])
+    keys += [k.strip() for k in env.get("SWITCHYARD_API_KEYS", "").split(",") if k.strip()]
+    try:
+        return Settings(
+            host=str(pick("SWITCHYARD_HOST", "host", "127.0.0.1")),
+            port=int(pick("SWITCHYARD_PORT", "port", 8080)),
+            workers=int(pick("SWITCHYARD_WORKERS", "workers", 1)),
+            data_dir=Path(pick("SWITCHYARD_DATA_DIR", "data_dir", "./data")).expanduser(),
+            config_path=Path(config_path) if config_path else None,
+            master_key=env.get("SWITCHYARD_MASTER_KEY") or None,
+            api_keys=tuple(str(k) for k in keys),
+            models=models,
+            aliases=aliases,
+            catalog_overrides=file.get("catalog") or {},
+            max_body_bytes=int(pick("SWITCHYARD_MAX_BODY_BYTES", "max_body_bytes", 64 * 1024 * 1024)),
+            log_level=str(pick("SWITCHYARD_LOG_LEVEL", "log_level", "info")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid server setting: {exc}") from None

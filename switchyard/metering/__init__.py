@@ -1,0 +1,1 @@
+"""Counting what a request uses: tokens now; images, cache and cost as they arrive."""

@@ -1,0 +1,92 @@
+"""The shape every provider follows: translate the request, call, translate back, map errors.
+
+A provider knows nothing of keys or money. It takes a validated chat request plus the raw
+body (so unknown fields can pass through) and returns OpenAI objects: a `chat.completion`
+dict, or a stream of `chat.completion.chunk` JSON payloads whose last one carries `usage`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from switchyard.catalog import ModelSpec
+from switchyard.config import DeploymentConfig
+from switchyard.wire.chat import ChatRequest
+
+
+@dataclass(slots=True)
+class ChatCall:
+    """One attempt at one deployment."""
+
+    request: ChatRequest
+    body: dict[str, Any]  # the client's JSON body, unknown fields included
+    upstream_model: str
+    request_id: str
+
+
+class Provider(ABC):
+    """One upstream protocol. One instance serves one configured deployment."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, deployment: DeploymentConfig, spec: ModelSpec) -> None:
+        self.deployment = deployment
+        self.spec = spec
+
+    async def start(self) -> None:
+        """Open connections or load weights; called once per worker at startup."""
+
+    async def close(self) -> None:
+        """Release what `start` acquired."""
+
+    @property
+    def context_window(self) -> int:
+        return self.deployment.context_window or self.spec.context_window
+
+    @property
+    def max_output_tokens(self) -> int:
+        return self.deployment.max_output_tokens or self.spec.max_output_tokens
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        """Exact prompt tokens when the provider can tell cheaply, else None (metering estimates)."""
+        return None
+
+    @abstractmethod
+    async def chat(self, call: ChatCall) -> dict[str, Any]:
+        """Return a complete `chat.completion` object including `usage`."""
+
+    @abstractmethod
+    def chat_stream(self, call: ChatCall) -> AsyncIterator[bytes]:
+        """Yield `chat.completion.chunk` JSON payloads; the last one carries `usage`.
+
+        Errors before the first chunk raise `GatewayError`; errors after it also raise, and
+        the caller turns them into an error event on the client's stream.
+        """
+
+
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def provider_class(kind: str) -> type[Provider]:
+    """Find the provider for a protocol: the module `switchyard.providers.<kind>` exports it.
+
+    Adding a provider is adding that module (and catalog entries): nothing else to register.
+    Modules are imported only when configured, so an unused engine costs no memory.
+    """
+    if not _KIND.match(kind):
+        raise ValueError(f"invalid provider name {kind!r}")
+    try:
+        module = importlib.import_module(f"switchyard.providers.{kind}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"switchyard.providers.{kind}":
+            raise ValueError(f"unknown provider {kind!r}") from None
+        raise
+    cls = getattr(module, "PROVIDER", None)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ValueError(f"switchyard.providers.{kind} does not export PROVIDER")
+    return cls

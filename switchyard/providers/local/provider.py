@@ -1,0 +1,233 @@
+"""The embedded local model as a provider: OpenAI chat requests in, OpenAI objects out."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from switchyard.config import ConfigError
+from switchyard.providers.base import ChatCall, Provider
+from switchyard.providers.local.engine import Finished, LocalEngine, Piece, Sampling, default_model_path
+from switchyard.providers.local.grammar import TOOL_OPEN, json_grammar, tool_grammar
+from switchyard.providers.local.prompt import PromptBuilder
+from switchyard.providers.local.toolcalls import ToolCallStream, parse_tool_calls
+from switchyard.wire.chat import ChatRequest, FunctionDef, JSONObjectFormat, NamedToolChoice
+from switchyard.wire.errors import invalid_request
+
+# One engine per model file and worker, shared by every deployment that names the file.
+_engines: dict[tuple[str, int, int], LocalEngine] = {}
+
+
+@dataclass(slots=True)
+class _Plan:
+    tokens: list[int]
+    sampling: Sampling
+    tool_mode: str | None  # None, "auto" or "required"
+
+
+class LocalProvider(Provider):
+    kind = "local"
+
+    async def start(self) -> None:
+        opts = self.deployment.options
+        path = Path(opts["model_path"]).expanduser() if opts.get("model_path") else default_model_path()
+        if not path.is_file():
+            raise ConfigError(f"deployment {self.deployment.id}: model file not found: {path}")
+        n_ctx = int(opts.get("n_ctx", 4096))
+        instances = int(opts.get("instances", 1))
+        key = (str(path), n_ctx, instances)
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = LocalEngine(path, instances=instances, n_ctx=n_ctx, threads=opts.get("threads"))
+            await engine.start()
+        self.engine = engine
+        self.prompts = PromptBuilder(engine.chat_template, engine.bos_token, engine.eos_token)
+        self.default_temperature = float(opts.get("temperature", 1.0))
+        self.fingerprint = "fp_" + hashlib.sha256(path.name.encode()).hexdigest()[:10]
+
+    async def close(self) -> None:
+        for key, engine in list(_engines.items()):
+            if engine is getattr(self, "engine", None):
+                await engine.close()
+                del _engines[key]
+
+    @property
+    def context_window(self) -> int:
+        window = super().context_window
+        engine = getattr(self, "engine", None)
+        return min(window, engine.n_ctx) if engine else window
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        tools, _ = _tools(request)
+        return len(self.engine.tokenize(self.prompts.render(request, tools)))
+
+    def _plan(self, request: ChatRequest) -> _Plan:
+        tools, mode = _tools(request)
+        if mode:
+            # Several calls only when asked for explicitly: a small model otherwise repeats its call.
+            parallel = request.parallel_tool_calls is True and not isinstance(request.tool_choice, NamedToolChoice)
+            grammar: str | None = tool_grammar(tools or [], mode, parallel)
+        elif isinstance(request.response_format, JSONObjectFormat):
+            grammar = json_grammar(None)
+        elif (fmt := request.json_schema) is not None:
+            grammar = json_grammar(fmt.schema or {"type": "object"})
+        else:
+            grammar = None
+        tokens = self.engine.tokenize(self.prompts.render(request, tools if mode else None))
+        room = self.engine.n_ctx - len(tokens)
+        if room <= 0:
+            raise invalid_request(
+                f"This model's maximum context length is {self.engine.n_ctx} tokens, "
+                f"but the messages take {len(tokens)}.",
+                param="messages", code="context_length_exceeded",
+            )
+        sampling = Sampling(
+            max_tokens=min(request.output_limit or room, room),
+            temperature=request.temperature if request.temperature is not None else self.default_temperature,
+            top_p=request.top_p if request.top_p is not None else 1.0,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            stop=request.stop_sequences,
+            seed=request.seed,
+            grammar=grammar,
+            top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        )
+        return _Plan(tokens, sampling, mode)
+
+    def _seeds(self, request: ChatRequest) -> list[int | None]:
+        """One seed per choice: the caller's seed gives the same choices again; none gives fresh ones."""
+        if request.seed is None:
+            return [None] * (request.n or 1)
+        return [(request.seed + i) & 0x7FFFFFFF for i in range(request.n or 1)]
+
+    async def chat(self, call: ChatCall) -> dict[str, Any]:
+        plan = self._plan(call.request)
+        choices = []
+        usage = _Usage()
+        for index, seed in enumerate(self._seeds(call.request)):
+            plan.sampling.seed = seed
+            text, logprobs = "", []
+            finished: Finished | None = None
+            async for event in self.engine.generate(plan.tokens, plan.sampling, call.request_id):
+                if isinstance(event, Piece):
+                    text += event.text
+                    logprobs += event.logprobs
+                else:
+                    finished = event
+            assert finished is not None
+            usage.add(finished)
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+            finish_reason = finished.finish_reason
+            calls = parse_tool_calls(text) if plan.tool_mode else None
+            if calls:
+                message["content"] = None
+                message["tool_calls"] = calls
+                finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
+            choices.append({
+                "index": index,
+                "message": message,
+                "logprobs": {"content": logprobs, "refusal": None} if plan.sampling.top_logprobs is not None else None,
+                "finish_reason": finish_reason,
+            })
+        return {
+            "id": _completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.upstream_model,
+            "choices": choices,
+            "usage": usage.to_dict(),
+            "service_tier": "default",
+            "system_fingerprint": self.fingerprint,
+        }
+
+    async def chat_stream(self, call: ChatCall) -> AsyncIterator[bytes]:
+        plan = self._plan(call.request)
+        want_logprobs = plan.sampling.top_logprobs is not None
+        head = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": call.upstream_model, "service_tier": "default", "system_fingerprint": self.fingerprint}
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: list | None = None) -> bytes:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if want_logprobs and logprobs is not None:
+                choice["logprobs"] = {"content": logprobs, "refusal": None}
+            return orjson.dumps({**head, "choices": [choice], "usage": None})
+
+        usage = _Usage()
+        for index, seed in enumerate(self._seeds(call.request)):
+            plan.sampling.seed = seed
+            yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
+            tools: ToolCallStream | None = None
+            decided = plan.tool_mode is None
+            finished: Finished | None = None
+            async for event in self.engine.generate(plan.tokens, plan.sampling, call.request_id):
+                if isinstance(event, Finished):
+                    finished = event
+                    break
+                if not decided:
+                    # The grammar lets plain text start with anything but '<': the first character decides.
+                    decided = True
+                    if event.text.startswith(TOOL_OPEN[0]):
+                        tools = ToolCallStream()
+                if tools is not None:
+                    deltas = tools.feed(event.text)
+                    if deltas:
+                        yield chunk(index, {"tool_calls": deltas}, logprobs=event.logprobs)
+                else:
+                    yield chunk(index, {"content": event.text}, logprobs=event.logprobs)
+            assert finished is not None
+            usage.add(finished)
+            reason = finished.finish_reason
+            if tools is not None and tools.calls and reason == "stop":
+                reason = "tool_calls"
+            yield chunk(index, {}, reason)
+        yield orjson.dumps({**head, "choices": [], "usage": usage.to_dict()})
+
+
+PROVIDER = LocalProvider
+
+
+class _Usage:
+    """Prompt counted once however many choices (as OpenAI bills `n`), completions summed."""
+
+    def __init__(self) -> None:
+        self.prompt = self.cached = self.completion = 0
+        self._seen_prompt = False
+
+    def add(self, f: Finished) -> None:
+        if not self._seen_prompt:
+            self.prompt, self.cached, self._seen_prompt = f.prompt_tokens, f.cached_tokens, True
+        self.completion += f.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            },
+        }
+
+
+def _completion_id() -> str:
+    return "chatcmpl-" + secrets.token_urlsafe(18)
+
+
+def _tools(request: ChatRequest) -> tuple[list[FunctionDef] | None, str | None]:
+    """The tools the model may call and how: (tools, None|"auto"|"required")."""
+    tools = [t.function for t in request.tools or () if t.function is not None]
+    choice = request.tool_choice
+    if not tools or choice == "none":
+        return None, None
+    if isinstance(choice, NamedToolChoice):
+        return [t for t in tools if t.name == choice.function.name], "required"
+    return tools, "required" if choice == "required" else "auto"

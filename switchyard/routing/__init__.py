@@ -1,0 +1,1 @@
+"""From a public model name to the deployments that can serve a request."""

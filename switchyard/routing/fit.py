@@ -1,0 +1,55 @@
+"""Can this deployment serve this request at all? Capabilities and size, checked before any call."""
+
+from __future__ import annotations
+
+from switchyard.routing.table import Deployment
+from switchyard.wire.chat import ChatRequest, JSONObjectFormat
+from switchyard.wire.errors import invalid_request
+
+
+def check_capabilities(request: ChatRequest, dep: Deployment) -> None:
+    spec = dep.spec
+    name = request.model
+    if request.has_images and not spec.supports("vision"):
+        raise invalid_request(f"Model `{name}` does not support image inputs.", param="messages", code="unsupported_content")
+    if request.tools and not spec.supports("tools"):
+        raise invalid_request(f"Model `{name}` does not support tools.", param="tools", code="unsupported_parameter")
+    if request.json_schema is not None and not spec.supports("json_schema"):
+        raise invalid_request(f"Model `{name}` does not support 'json_schema' response format.", param="response_format", code="unsupported_parameter")
+    if isinstance(request.response_format, JSONObjectFormat) and not spec.supports("json_object"):
+        raise invalid_request(f"Model `{name}` does not support 'json_object' response format.", param="response_format", code="unsupported_parameter")
+    if request.reasoning_effort is not None:
+        allowed = spec.reasoning_efforts
+        if not allowed:
+            raise invalid_request(f"Model `{name}` does not support 'reasoning_effort'.", param="reasoning_effort", code="unsupported_parameter")
+        if request.reasoning_effort not in allowed:
+            raise invalid_request(
+                f"Unsupported value: 'reasoning_effort' does not support '{request.reasoning_effort}' with model `{name}`. "
+                f"Supported values are: {', '.join(repr(e) for e in allowed)}.",
+                param="reasoning_effort",
+                code="unsupported_value",
+            )
+    if request.logprobs and not spec.supports("logprobs"):
+        raise invalid_request(f"Model `{name}` does not support 'logprobs'.", param="logprobs", code="unsupported_parameter")
+
+
+def check_size(request: ChatRequest, dep: Deployment, prompt_tokens: int) -> None:
+    """Reject what cannot fit before an upstream is called (and billed)."""
+    limit = request.output_limit
+    param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+    if limit is not None and limit > dep.max_output_tokens:
+        raise invalid_request(
+            f"{param} is too large: {limit}. This model supports at most {dep.max_output_tokens} "
+            f"completion tokens, whereas you provided {limit}.",
+            param=param,
+            code="invalid_value",
+        )
+    total = prompt_tokens + (limit or 0)
+    if prompt_tokens >= dep.context_window or total > dep.context_window:
+        raise invalid_request(
+            f"This model's maximum context length is {dep.context_window} tokens. However, you requested "
+            f"{total} tokens ({prompt_tokens} in the messages, {limit or 0} in the completion). "
+            "Please reduce the length of the messages or completion.",
+            param="messages",
+            code="context_length_exceeded",
+        )

@@ -1,0 +1,83 @@
+"""The model table: public names and aliases mapped to live deployments."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from switchyard.catalog import Catalog, ModelSpec
+from switchyard.config import ConfigError, DeploymentConfig, Settings
+from switchyard.providers import Provider, provider_class
+from switchyard.wire.errors import model_not_found
+
+log = logging.getLogger("switchyard.routing")
+
+
+@dataclass(slots=True)
+class Deployment:
+    public_name: str
+    config: DeploymentConfig
+    spec: ModelSpec
+    provider: Provider
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def context_window(self) -> int:
+        return self.provider.context_window
+
+    @property
+    def max_output_tokens(self) -> int:
+        return self.provider.max_output_tokens
+
+
+class ModelTable:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self._groups: dict[str, list[Deployment]] = {}
+        for public, configs in settings.models.items():
+            group = []
+            for cfg in configs:
+                spec = catalog.get(cfg.catalog)
+                if spec is None:
+                    raise ConfigError(
+                        f"deployment {cfg.id}: no catalog entry '{cfg.catalog}' (add it under 'catalog:' "
+                        "in the config so its prices and limits are known)"
+                    )
+                try:
+                    cls = provider_class(cfg.provider)
+                except ValueError as exc:
+                    raise ConfigError(f"deployment {cfg.id}: {exc}") from None
+                group.append(Deployment(public, cfg, spec, cls(cfg, spec)))
+            self._groups[public] = group
+        self._aliases = dict(settings.aliases)
+
+    def resolve(self, name: str) -> tuple[str, list[Deployment]]:
+        """The canonical public name and its deployments; 404 `model_not_found` otherwise."""
+        public = self._aliases.get(name, name)
+        group = self._groups.get(public)
+        if not group:
+            raise model_not_found(name)
+        return public, group
+
+    def names(self) -> list[tuple[str, ModelSpec]]:
+        """Every name a client may use (public names, then aliases) with the spec it serves."""
+        out = [(name, group[0].spec) for name, group in self._groups.items()]
+        out += [(alias, self._groups[target][0].spec) for alias, target in self._aliases.items()]
+        return out
+
+    def deployments(self) -> list[Deployment]:
+        return [d for group in self._groups.values() for d in group]
+
+    async def start(self) -> None:
+        for dep in self.deployments():
+            await dep.provider.start()
+            log.info("deployment %s ready: %s via %s", dep.id, dep.public_name, dep.config.provider)
+
+    async def close(self) -> None:
+        for dep in self.deployments():
+            try:
+                await dep.provider.close()
+            except Exception:  # closing must never hide the shutdown of the others
+                log.exception("closing deployment %s failed", dep.id)

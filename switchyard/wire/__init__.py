@@ -1,0 +1,1 @@
+"""Typed OpenAI wire objects, errors, SSE framing and JSON helpers."""

@@ -1,0 +1,159 @@
+"""Shared fixtures: real gateway server processes on free ports, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from openai import OpenAI
+
+from tests.standins.openai_upstream import StandInUpstream
+
+MASTER_KEY = "sk-sy-test-master"
+USER_KEY = "sk-sy-test-user"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    data_dir: Path
+
+    @property
+    def root(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def client(self, key: str = USER_KEY, **kwargs: Any) -> OpenAI:
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 120)
+        return OpenAI(base_url=self.base_url, api_key=key, **kwargs)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.root, timeout=60)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_gateway(
+    workdir: Path,
+    config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    master_key: str | None = MASTER_KEY,
+    wait: bool = True,
+) -> Gateway:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    data_dir = workdir / "data"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    full_env.update({"SWITCHYARD_DATA_DIR": str(data_dir), "SWITCHYARD_API_KEYS": USER_KEY, "PYTHONUNBUFFERED": "1"})
+    if master_key:
+        full_env["SWITCHYARD_MASTER_KEY"] = master_key
+    if config is not None:
+        path = workdir / "switchyard.yaml"
+        path.write_text(yaml.safe_dump(config))
+        full_env["SWITCHYARD_CONFIG"] = str(path)
+    full_env.update(env or {})
+    log_path = workdir / "server.log"
+    cmd = [sys.executable, "-m", "switchyard", "serve", "--host", "127.0.0.1", "--port", str(port), *(args or [])]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=workdir)
+    gw = Gateway(f"http://127.0.0.1:{port}/v1", proc, log_path, data_dir)
+    if wait:
+        wait_ready(gw)
+    return gw
+
+
+def wait_ready(gw: Gateway, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gw.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {gw.proc.returncode}:\n{gw.logs()}")
+        try:
+            if httpx.get(gw.root + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    gw.stop()
+    raise RuntimeError(f"gateway did not become ready:\n{gw.logs()}")
+
+
+@pytest.fixture(scope="session")
+def local_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway with no config at all: the embedded local model, as `make serve` runs it."""
+    gw = start_gateway(tmp_path_factory.mktemp("local-gateway"))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[StandInUpstream]:
+    stand_in = StandInUpstream().start()
+    yield stand_in
+    stand_in.stop()
+
+
+def upstream_config(upstream: StandInUpstream, read_timeout: float = 30) -> dict[str, Any]:
+    """A config whose public models map to the stand-in's scripted behaviours."""
+    def dep(behaviour: str) -> dict[str, Any]:
+        return {"deployments": [{
+            "provider": "openai", "base_url": upstream.base_url, "api_key_env": "STANDIN_KEY",
+            "model": behaviour, "catalog": "gpt-5.2", "timeouts": {"connect": 2, "read": read_timeout},
+        }]}
+
+    behaviours = ["ok", "tools", "slow", "broken-stream", "error-event", "no-done", "garbage",
+                  "status-400", "status-401", "status-404", "status-429", "status-500", "status-503"]
+    models = {"gpt-5.2": dep("ok")} | {f"sim-{b}": dep(b) for b in behaviours}
+    models["small-window"] = {"deployments": [{
+        "provider": "openai", "base_url": upstream.base_url, "model": "ok", "catalog": "small-window"}]}
+    models["unreachable"] = {"deployments": [{
+        "provider": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "ok", "catalog": "gpt-5.2",
+        "timeouts": {"connect": 2, "read": 5}}]}
+    return {
+        "models": models,
+        "aliases": {"default": "gpt-5.2", "fast": "gpt-5.2"},
+        "catalog": {"small-window": {
+            "provider": "openai", "owned_by": "test", "created": 1700000000, "context_window": 1000,
+            "max_output_tokens": 200, "prices": {"input": "1", "cached_input": None, "output": "2"},
+            "capabilities": ["streaming"], "endpoints": ["chat.completions"],
+        }},
+    }
+
+
+@pytest.fixture(scope="session")
+def upstream_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: StandInUpstream) -> Iterator[Gateway]:
+    gw = start_gateway(
+        tmp_path_factory.mktemp("upstream-gateway"),
+        config=upstream_config(upstream, read_timeout=1.5),
+        env={"STANDIN_KEY": "sk-upstream-secret"},
+    )
+    yield gw
+    gw.stop()
