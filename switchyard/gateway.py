@@ -7,6 +7,7 @@ strings them together, so one request's path can be read top to bottom here.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from switchyard.wire.errors import GatewayError
 from switchyard.wire.sse import DONE, data_frame
 
 log = logging.getLogger("switchyard.requests")
+# A chunk whose `usage` is an object (not null), however the upstream spaces its JSON.
+_HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{').search
 
 
 @dataclass(slots=True)
@@ -86,7 +89,7 @@ async def _relay(
     try:
         chunk = first
         while chunk is not None:
-            if b'"usage":{' in chunk:
+            if _HAS_USAGE(chunk):
                 obj = orjson.loads(chunk)
                 usage = obj.get("usage") or usage
                 if obj.get("choices"):

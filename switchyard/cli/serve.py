@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from switchyard.accounts.keys import ensure_master_key
+from switchyard.catalog import CatalogError, load_catalog
 from switchyard.config import ConfigError, load_settings
+from switchyard.routing.table import ModelTable
 
 
 def serve(
@@ -37,7 +39,9 @@ def serve(
             os.environ[env_name] = str(value)
     try:
         settings = load_settings()
-    except ConfigError as exc:
+        # Build the model table once here so a bad config fails with one line, not a worker traceback.
+        ModelTable(settings, load_catalog(overrides=settings.catalog_overrides))
+    except (ConfigError, CatalogError) as exc:
         typer.echo(f"switchyard: {exc}", err=True)
         raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
