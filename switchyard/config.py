@@ -59,6 +59,11 @@ class Settings:
     catalog_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
+    database_url: str | None = None  # default: SQLite in the data directory
+    sqlite_synchronous: str = "NORMAL"
+    redis_url: str | None = None  # shared rate limits for several workers or replicas
+    tiers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    default_output_estimate: int = 1024  # rate-limit tokens counted for a request with no max_tokens
 
     @property
     def master_key_file(self) -> Path:
@@ -136,6 +141,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"config file {path} must hold a mapping")
         file = loaded
     server = file.get("server") or {}
+    store = file.get("store") or {}
 
     def pick(env_name: str, key: str, default: Any) -> Any:
         if env.get(env_name):
@@ -150,6 +156,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if target not in models:
             raise ConfigError(f"aliases.{alias} points at '{target}', which is not a configured model")
 
+    if str(store.get("sqlite_synchronous", "NORMAL")).upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigError("store.sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA")
     keys = list((file.get("auth") or {}).get("keys") or [])
     keys += [k.strip() for k in env.get("SWITCHYARD_API_KEYS", "").split(",") if k.strip()]
     try:
@@ -166,6 +174,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             catalog_overrides=file.get("catalog") or {},
             max_body_bytes=int(pick("SWITCHYARD_MAX_BODY_BYTES", "max_body_bytes", 64 * 1024 * 1024)),
             log_level=str(pick("SWITCHYARD_LOG_LEVEL", "log_level", "info")),
+            database_url=env.get("SWITCHYARD_DATABASE_URL") or store.get("url"),
+            sqlite_synchronous=str(store.get("sqlite_synchronous", "NORMAL")).upper(),
+            redis_url=env.get("SWITCHYARD_REDIS_URL") or (file.get("redis") or {}).get("url"),
+            tiers=file.get("tiers") or {},
+            default_output_estimate=int((file.get("billing") or {}).get("default_output_estimate", 1024)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -1,27 +1,31 @@
-"""The request pipeline, start to end: validate, route, check fit, call, relay.
+"""The request pipeline, start to end: validate, route, admit, call, meter, settle, relay.
 
-Each step lives in its own part (wire, routing, metering, providers); this module only
-strings them together, so one request's path can be read top to bottom here.
+Each step lives in its own part (wire, routing, accounts, metering, providers); this module
+only strings them together, so one request's path can be read top to bottom here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from switchyard.accounts.keys import Principal
+from switchyard.accounts.billing import Billing, Ticket, usd_number
+from switchyard.accounts.records import Principal
+from switchyard.metering.cost import usd
+from switchyard.metering.cost import TokenUsage
 from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
+from switchyard.metering.usage import counted, from_openai, image_tokens_reported
 from switchyard.providers import ChatCall
 from switchyard.routing.fit import check_capabilities, check_size
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.chat import ChatRequest, parse_chat_request
-from switchyard.wire.errors import GatewayError
+from switchyard.wire.errors import GatewayError, permission_denied
 from switchyard.wire.sse import DONE, data_frame
 
 log = logging.getLogger("switchyard.requests")
@@ -31,7 +35,7 @@ _HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{').search
 
 @dataclass(slots=True)
 class Outcome:
-    """What the server sends back: a body, or SSE frames, plus headers about the route."""
+    """What the server sends back: a body, or SSE frames, plus headers about the route and limits."""
 
     deployment: Deployment
     body: dict[str, Any] | None = None
@@ -40,88 +44,152 @@ class Outcome:
 
 
 class Gateway:
-    def __init__(self, table: ModelTable) -> None:
+    def __init__(self, table: ModelTable, billing: Billing) -> None:
         self.table = table
+        self.billing = billing
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def chat(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
         request = parse_chat_request(raw)
-        _, group = self.table.resolve(request.model)
+        public, group = self.table.resolve(request.model)
+        if not principal.may_use(public):
+            raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
         dep = group[0]
         check_capabilities(request, dep)
         check_size(request, dep, self._prompt_tokens(request, dep))
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, dep)
         call = ChatCall(request=request, body=raw, upstream_model=dep.config.model, request_id=request_id)
-        headers = {"x-switchyard-deployment": dep.id}
-        started = time.perf_counter()
+        headers = {"x-switchyard-deployment": dep.id, **limit_headers}
         if not request.stream:
-            body = await dep.provider.chat(call)
-            _log(request_id, principal, request, dep, started, body.get("usage"))
+            try:
+                body = await dep.provider.chat(call)
+            except BaseException:
+                await self.billing.abandon(ticket)
+                raise
+            cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", "completed")
+            if isinstance(body.get("usage"), dict):
+                body["usage"]["cost"] = usd_number(cost)
+            headers["x-switchyard-cost-usd"] = usd(cost)
             return Outcome(dep, body=body, headers=headers)
         stream = dep.provider.chat_stream(call)
         try:
             first = await anext(stream)
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
+        except BaseException as exc:
             await stream.aclose()
+            await self.billing.abandon(ticket)
+            if isinstance(exc, StopAsyncIteration):
+                raise GatewayError(502, f"Deployment {dep.id} sent an empty stream.", type="upstream_error", code="upstream_invalid_response") from None
             raise
-        frames = _relay(first, stream, request, lambda usage: _log(request_id, principal, request, dep, started, usage))
-        return Outcome(dep, frames=frames, headers=headers)
+        return Outcome(dep, frames=self._relay(ticket, first, stream), headers=headers)
 
     @staticmethod
     def _prompt_tokens(request: ChatRequest, dep: Deployment) -> int:
-        """Prompt size for admission; exact counting only when the cheap bound cannot prove a fit."""
+        """Prompt size for the context check; exact counting only when the cheap bound cannot prove a fit."""
         bound = prompt_bytes_bound(request)
         if bound + (request.output_limit or 0) <= dep.context_window:
             return min(bound, dep.context_window - 1)
         exact = dep.provider.count_prompt_tokens(request)
         return exact if exact is not None else count_prompt_tokens(request)
 
+    async def _settle(
+        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str
+    ) -> tuple[int, TokenUsage]:
+        metered = from_openai(usage)
+        images = image_tokens_reported(usage)
+        if images is None:
+            images = ticket.estimate.image_tokens
+        if metered is None:
+            metered = counted(ticket.request, delivered, images)
+        cost = await self.billing.settle(ticket, metered, status=status, service_tier=service_tier, image_tokens=images)
+        _log(ticket, metered, cost, status)
+        return cost, metered
 
-async def _relay(
-    first: bytes | None,
-    stream: AsyncIterator[bytes],
-    request: ChatRequest,
-    on_end: Any,
-) -> AsyncIterator[bytes]:
-    """Frame provider chunks as SSE; keep the usage chunk only if the client asked for it."""
-    want_usage = request.wants_usage_chunk
-    usage: dict[str, Any] | None = None
-    try:
-        chunk = first
-        while chunk is not None:
-            if _HAS_USAGE(chunk):
-                obj = orjson.loads(chunk)
-                usage = obj.get("usage") or usage
-                if obj.get("choices"):
-                    if not want_usage:
+    async def _relay(self, ticket: Ticket, first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Frame chunks as SSE; bill before the last frame; keep the usage chunk only if asked for."""
+        want_usage = ticket.request.wants_usage_chunk
+        usage_obj: dict[str, Any] | None = None
+        usage_chunk: dict[str, Any] | None = None
+        tier: Any = None
+        sent: list[bytes] = []  # what reached the client, to count if the upstream never reports usage
+        status = "cancelled"
+        try:
+            chunk: bytes | None = first
+            while chunk is not None:
+                if _HAS_USAGE(chunk):
+                    obj = orjson.loads(chunk)
+                    usage_obj, tier = obj.get("usage") or usage_obj, obj.get("service_tier", tier)
+                    if obj.get("choices"):
                         obj["usage"] = None
-                        chunk = orjson.dumps(obj)
+                        frame = orjson.dumps(obj)
+                        sent.append(frame)
+                        yield data_frame(frame)
+                    else:
+                        usage_chunk = obj  # held back until the bill is committed
+                else:
+                    sent.append(chunk)
                     yield data_frame(chunk)
-                elif want_usage:
-                    yield data_frame(chunk)
-            else:
-                yield data_frame(chunk)
-            chunk = await anext(stream, None)
-        yield DONE
-    except GatewayError as exc:
-        # Headers are gone: the SDK raises APIError for an `error` event mid-stream.
-        yield data_frame(exc.to_json())
-    finally:
-        await stream.aclose()
-        on_end(usage)
+                chunk = await anext(stream, None)
+            status = "completed"
+            cost, metered = await self._settle(
+                ticket, usage_obj, tier, _delivered_text(sent) if usage_obj is None else "", status)
+            if want_usage:
+                if usage_chunk is None:  # the upstream reported none: send our own count
+                    usage_chunk = {**_head(first), "choices": [], "usage": _usage_object(metered)}
+                usage_chunk["usage"]["cost"] = usd_number(cost)
+                yield data_frame(orjson.dumps(usage_chunk))
+            yield DONE
+        except GatewayError as exc:
+            # Headers are gone: bill what was delivered, then an `error` event (the SDK raises APIError).
+            status = "partial"
+            await self._settle(ticket, None, tier, _delivered_text(sent), status)
+            yield data_frame(exc.to_json())
+        finally:
+            await stream.aclose()
+            if not ticket.settled:
+                # The client went away: bill what it was sent, without holding up the closed response.
+                task = asyncio.get_running_loop().create_task(
+                    self._settle(ticket, None, tier, _delivered_text(sent), "cancelled"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
 
-def _log(
-    request_id: str,
-    principal: Principal,
-    request: ChatRequest,
-    dep: Deployment,
-    started: float,
-    usage: dict[str, Any] | None,
-) -> None:
+def _head(chunk: bytes) -> dict[str, Any]:
+    obj = orjson.loads(chunk)
+    return {k: obj[k] for k in ("id", "object", "created", "model", "system_fingerprint", "service_tier") if k in obj}
+
+
+def _usage_object(usage: TokenUsage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def _delivered_text(frames: list[bytes]) -> str:
+    parts: list[str] = []
+    for raw in frames:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                parts.append(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                parts.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+    return "".join(parts)
+
+
+def _log(ticket: Ticket, usage: Any, cost: int, status: str) -> None:
     if log.isEnabledFor(logging.INFO):
         log.info(
-            "%s key=%s model=%s deployment=%s stream=%s ms=%.1f usage=%s",
-            request_id, principal.key_id, request.model, dep.id, bool(request.stream),
-            (time.perf_counter() - started) * 1000, orjson.dumps(usage).decode() if usage else "-",
+            "%s key=%s org=%s model=%s deployment=%s stream=%s status=%s in=%d cached=%d out=%d cost=%s",
+            ticket.request_id, ticket.principal.key_id, ticket.principal.org.id, ticket.public_model,
+            ticket.deployment.id, bool(ticket.request.stream), status, usage.input_tokens,
+            usage.cached_input_tokens, usage.output_tokens, usd(cost),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +13,7 @@ from switchyard.accounts.keys import ensure_master_key
 from switchyard.catalog import CatalogError, load_catalog
 from switchyard.config import ConfigError, load_settings
 from switchyard.routing.table import ModelTable
+from switchyard.store.prepare import prepare_store
 
 
 def serve(
@@ -45,6 +47,8 @@ def serve(
         typer.echo(f"switchyard: {exc}", err=True)
         raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Migrate once, here, before any worker starts: workers never race on the schema.
+    asyncio.run(prepare_store(settings))
     # Generate the admin key here, once, before workers start, so it is printed exactly once.
     _, new_key = ensure_master_key(settings.master_key, settings.master_key_file)
     if new_key:

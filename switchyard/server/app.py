@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -10,20 +11,26 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from switchyard.accounts.keys import KeyRing, digest, ensure_master_key
+from switchyard.accounts.admin import AccountsAdmin
+from switchyard.accounts.billing import Billing
+from switchyard.accounts.directory import Directory
+from switchyard.accounts.events import UsageEvents
+from switchyard.accounts.funds import Funds
+from switchyard.accounts.keys import digest, ensure_master_key
+from switchyard.accounts.ledger import LedgerWriter
+from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
 from switchyard.catalog import load_catalog
 from switchyard.config import Settings, load_settings
 from switchyard.gateway import Gateway
+from switchyard.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter, load_tiers
 from switchyard.routing.table import ModelTable
 from switchyard.server.request_id import RequestIdMiddleware
 from switchyard.server.responses import error_response
-from switchyard.server.routes.chat import chat_completions
-from switchyard.server.routes.health import healthz
-from switchyard.server.routes.models import get_model, list_models
+from switchyard.server.routes import routes
 from switchyard.server.state import AppState
+from switchyard.store.database import default_url, make_engine
 from switchyard.wire.errors import GatewayError, server_error
 
 log = logging.getLogger("switchyard.server")
@@ -50,35 +57,56 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(server_error())
 
 
+def static_keys(settings: Settings, master_digest: str) -> dict[str, KeyRecord]:
+    """Keys from config and the environment: they bill to the operator organisation."""
+
+    def record(key_id: str, admin: bool) -> KeyRecord:
+        return KeyRecord(id=key_id, org_id=OPERATOR_ORG_ID, name=key_id, allowed_models=None, budget_nanos=None,
+                         spent_nanos=0, overdraft_nanos=0, rpm_limit=None, tpm_limit=None, expires_at=None,
+                         revoked_at=None, is_admin=admin)
+
+    keys = {digest(k): record(f"cfgkey_{digest(k)[:12]}", False) for k in settings.api_keys}
+    keys[master_digest] = record("master", True)
+    return keys
+
+
 def build_app(settings: Settings) -> ASGIApp:
     catalog = load_catalog(overrides=settings.catalog_overrides)
     table = ModelTable(settings, catalog)
     master_digest, new_key = ensure_master_key(settings.master_key, settings.master_key_file)
     if new_key:
         print(f"switchyard: generated admin key (shown once, store it now): {new_key}", flush=True)
-    keys = KeyRing([master_digest], [digest(k) for k in settings.api_keys])
-    state = AppState(settings=settings, keys=keys, table=table, gateway=Gateway(table))
+    tiers = load_tiers(settings.tiers)
+    engine = make_engine(settings.database_url or default_url(settings.data_dir), settings.sqlite_synchronous)
+    directory = Directory(engine, static_keys(settings, master_digest), asyncio.Lock())
+    writer = LedgerWriter(engine, directory)
+    events = UsageEvents()
+    writer.listeners.append(events.publish)
+    limiter: RateLimiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else LocalRateLimiter()
+    billing = Billing(Funds(), limiter, tiers, writer, settings.default_output_estimate)
+    state = AppState(
+        settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers), events=events,
+        table=table, gateway=Gateway(table, billing),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await directory.load()
+        directory.start_polling()
+        writer.start()
         await table.start()
         try:
             yield
         finally:
+            await writer.close()
+            await directory.close()
             await table.close()
+            await limiter.close()
+            await engine.dispose()
 
     app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        exception_handlers={
-            GatewayError: _gateway_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
+        routes=routes(),
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )
     app.state.sy = state
@@ -88,7 +116,5 @@ def build_app(settings: Settings) -> ASGIApp:
 
 def create_app() -> ASGIApp:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return build_app(settings)

@@ -1,10 +1,12 @@
-"""What a worker holds for its whole life: settings, keys, model table, pipeline."""
+"""What a worker holds for its whole life: settings, accounts, model table, pipeline."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchyard.accounts.keys import KeyRing
+from switchyard.accounts.admin import AccountsAdmin
+from switchyard.accounts.directory import Directory
+from switchyard.accounts.events import UsageEvents
 from switchyard.config import Settings
 from switchyard.gateway import Gateway
 from switchyard.routing.table import ModelTable
@@ -13,6 +15,8 @@ from switchyard.routing.table import ModelTable
 @dataclass(slots=True)
 class AppState:
     settings: Settings
-    keys: KeyRing
+    directory: Directory
+    admin: AccountsAdmin
+    events: UsageEvents
     table: ModelTable
     gateway: Gateway

@@ -1,1 +1,18 @@
 """HTTP routes, one module per surface."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from switchyard.server.routes import admin, chat, health, models, usage
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+        Route("/v1/usage", usage.own_usage, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        *admin.routes(),
+    ]

@@ -12,7 +12,7 @@ from switchyard.server.state import AppState
 
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.keys.authenticate(request.headers.get("authorization"))
+    principal = state.directory.authenticate(request.headers.get("authorization"))
     raw = await read_json(request, state.settings.max_body_bytes)
     outcome = await state.gateway.chat(raw, principal, request.state.request_id)
     if outcome.frames is not None:

@@ -19,16 +19,16 @@ def _model_object(name: str, spec: ModelSpec) -> dict[str, Any]:
 
 async def list_models(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    state.keys.authenticate(request.headers.get("authorization"))
-    data = [_model_object(name, spec) for name, spec in state.table.names()]
+    principal = state.directory.authenticate(request.headers.get("authorization"))
+    data = [_model_object(name, spec) for name, spec in state.table.names() if principal.may_use(name)]
     return JSONResponse({"object": "list", "data": data})
 
 
 async def get_model(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    state.keys.authenticate(request.headers.get("authorization"))
+    principal = state.directory.authenticate(request.headers.get("authorization"))
     model_id = request.path_params["model_id"]
     for name, spec in state.table.names():
-        if name == model_id:
+        if name == model_id and principal.may_use(name):
             return JSONResponse(_model_object(name, spec))
     raise model_not_found(model_id)

@@ -1,0 +1,353 @@
+"""What an operator can do to accounts: one implementation for the admin API and the CLI.
+
+Every mutation writes its row(s), a ledger entry where money moves, and a change-feed row, in
+one transaction, so balances always equal their ledger sums and every worker sees the change.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from switchyard.accounts.keys import digest, new_key
+from switchyard.accounts.records import OPERATOR_ORG_ID
+from switchyard.metering.cost import NANOS_PER_USD, usd
+from switchyard.store.schema import api_keys, changes, ledger_entries, organizations, usage_records
+from switchyard.wire.errors import GatewayError, invalid_request, not_found
+
+MONEY_KINDS = ("topup", "reserve", "settle", "release", "refund", "adjustment")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def to_nanos(value: Any, param: str) -> int:
+    """A USD amount given as a decimal string or integer to exact nano-dollars."""
+    if isinstance(value, float) or isinstance(value, bool):
+        raise invalid_request(f"'{param}' must be a decimal string such as \"10.50\", not a float.", param=param)
+    try:
+        nanos = Decimal(str(value)) * NANOS_PER_USD
+    except InvalidOperation:
+        raise invalid_request(f"'{param}' is not a decimal amount.", param=param) from None
+    if nanos != nanos.to_integral_value():
+        raise invalid_request(f"'{param}' has more than 9 decimal places.", param=param)
+    return int(nanos)
+
+
+def _multiplier(value: Any) -> str:
+    try:
+        m = Decimal(str(value))
+    except InvalidOperation:
+        raise invalid_request("'price_multiplier' is not a decimal.", param="price_multiplier") from None
+    if not (Decimal(0) <= m <= Decimal(100)) or isinstance(value, float):
+        raise invalid_request("'price_multiplier' must be a decimal string between 0 and 100.", param="price_multiplier")
+    return str(m)
+
+
+def org_object(row: Row[Any] | Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "object": "organization", "name": row.name, "tier": row.tier,
+        "price_multiplier": row.price_multiplier, "prepaid": bool(row.prepaid),
+        "balance_nanos": int(row.balance_nanos), "balance_usd": usd(int(row.balance_nanos)),
+        "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
+        "created_at": row.created_at // 1000,
+    }
+
+
+def key_object(row: Row[Any] | Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "object": "api_key", "org_id": row.org_id, "name": row.name, "key_hint": row.key_hint,
+        "allowed_models": orjson.loads(row.allowed_models) if row.allowed_models else None,
+        "budget_usd": usd(row.budget_nanos) if row.budget_nanos is not None else None,
+        "spent_usd": usd(int(row.spent_nanos)), "spent_nanos": int(row.spent_nanos),
+        "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
+        "expires_at": row.expires_at // 1000 if row.expires_at else None,
+        "revoked_at": row.revoked_at // 1000 if row.revoked_at else None,
+        "created_at": row.created_at // 1000,
+    }
+
+
+async def _feed(conn: AsyncConnection, entity: str, entity_id: str) -> None:
+    await conn.execute(insert(changes).values(entity=entity, entity_id=entity_id, created_at=now_ms()))
+
+
+def _optional_int(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise invalid_request(f"'{param}' must be a non-negative integer or null.", param=param)
+    return value
+
+
+class AccountsAdmin:
+    def __init__(self, engine: AsyncEngine, tiers: Iterable[str]) -> None:
+        self.engine = engine
+        self.tiers = set(tiers)
+
+    def _tier(self, tier: Any) -> str:
+        if tier not in self.tiers:
+            raise invalid_request(f"Unknown tier '{tier}'. Known tiers: {', '.join(sorted(self.tiers))}.", param="tier")
+        return str(tier)
+
+    async def ensure_operator_org(self) -> None:
+        """The organisation that config keys and the master key bill to: metered, never refused."""
+        async with self.engine.begin() as conn:
+            found = (await conn.execute(select(organizations.c.id).where(organizations.c.id == OPERATOR_ORG_ID))).first()
+            if found is None:
+                t = now_ms()
+                await conn.execute(insert(organizations).values(
+                    id=OPERATOR_ORG_ID, name="operator", tier="unlimited" if "unlimited" in self.tiers else sorted(self.tiers)[0],
+                    price_multiplier="1", prepaid=False, balance_nanos=0, overdraft_nanos=0,
+                    rpm_limit=None, tpm_limit=None, created_at=t, updated_at=t,
+                ))
+
+    # ---- organisations -------------------------------------------------------------------
+
+    async def create_org(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid_request("'name' is required.", param="name")
+        t = now_ms()
+        values = {
+            "id": "org_" + secrets.token_hex(10), "name": name.strip(),
+            "tier": self._tier(body.get("tier", "tier-1")),
+            "price_multiplier": _multiplier(body.get("price_multiplier", "1")),
+            "prepaid": bool(body.get("prepaid", True)), "balance_nanos": 0,
+            "overdraft_nanos": to_nanos(body.get("overdraft_usd", "0"), "overdraft_usd"),
+            "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
+            "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
+            "created_at": t, "updated_at": t,
+        }
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(organizations).values(**values))
+                await _feed(conn, "org", values["id"])
+        except IntegrityError:
+            raise GatewayError(409, f"An organization named '{values['name']}' already exists.", param="name", code="conflict") from None
+        return await self.get_org(values["id"])
+
+    async def get_org(self, ref: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(organizations).where(
+                (organizations.c.id == ref) | (organizations.c.name == ref)))).first()
+        if row is None:
+            raise not_found(f"No organization '{ref}'.", param="org")
+        return org_object(row)
+
+    async def list_orgs(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return [org_object(r) for r in await conn.execute(select(organizations).order_by(organizations.c.created_at))]
+
+    async def update_org(self, ref: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        org_id = (await self.get_org(ref))["id"]
+        values: dict[str, Any] = {}
+        if "tier" in body:
+            values["tier"] = self._tier(body["tier"])
+        if "price_multiplier" in body:
+            values["price_multiplier"] = _multiplier(body["price_multiplier"])
+        if "prepaid" in body:
+            values["prepaid"] = bool(body["prepaid"])
+        if "overdraft_usd" in body:
+            values["overdraft_nanos"] = to_nanos(body["overdraft_usd"], "overdraft_usd")
+        for field in ("rpm_limit", "tpm_limit"):
+            if field in body:
+                values[field] = _optional_int(body[field], field)
+        if "name" in body:
+            values["name"] = str(body["name"])
+        if not values:
+            raise invalid_request("Nothing to update.")
+        values["updated_at"] = now_ms()
+        async with self.engine.begin() as conn:
+            await conn.execute(update(organizations).where(organizations.c.id == org_id).values(**values))
+            await _feed(conn, "org", org_id)
+        return await self.get_org(org_id)
+
+    async def move_money(self, ref: str, amount_nanos: int, kind: str, note: str | None = None) -> dict[str, Any]:
+        """Top-ups (positive), refunds (positive) and adjustments (either sign), each a ledger entry."""
+        if kind not in ("topup", "refund", "adjustment"):
+            raise invalid_request(f"Unknown kind '{kind}'.", param="kind")
+        if kind in ("topup", "refund") and amount_nanos <= 0:
+            raise invalid_request("The amount must be positive.", param="amount_usd")
+        org_id = (await self.get_org(ref))["id"]
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(ledger_entries).values(
+                org_id=org_id, key_id=None, kind=kind, amount_nanos=amount_nanos, request_id=None,
+                note=note, created_at=now_ms(),
+            ))
+            await conn.execute(update(organizations).where(organizations.c.id == org_id).values(
+                balance_nanos=organizations.c.balance_nanos + amount_nanos, updated_at=now_ms()))
+            await _feed(conn, "org", org_id)
+        return await self.get_org(org_id)
+
+    async def balance(self, ref: str) -> dict[str, Any]:
+        """The stored balance beside the ledger's sum: they must agree to the nano-dollar."""
+        org = await self.get_org(ref)
+        async with self.engine.connect() as conn:
+            total = (await conn.execute(select(func.coalesce(func.sum(ledger_entries.c.amount_nanos), 0))
+                                        .where(ledger_entries.c.org_id == org["id"]))).scalar_one()
+        return {
+            "object": "balance", "org_id": org["id"], "balance_nanos": org["balance_nanos"],
+            "balance_usd": org["balance_usd"], "ledger_sum_nanos": int(total),
+            "consistent": int(total) == org["balance_nanos"],
+        }
+
+    async def ledger(self, ref: str, limit: int = 100, after: int | None = None) -> dict[str, Any]:
+        org_id = (await self.get_org(ref))["id"]
+        q = select(ledger_entries).where(ledger_entries.c.org_id == org_id)
+        if after is not None:
+            q = q.where(ledger_entries.c.id > after)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q.order_by(ledger_entries.c.id).limit(limit + 1))).all()
+        data = [{"id": r.id, "object": "ledger_entry", "kind": r.kind, "amount_nanos": int(r.amount_nanos),
+                 "amount_usd": usd(int(r.amount_nanos)), "key_id": r.key_id, "request_id": r.request_id,
+                 "note": r.note, "created_at": r.created_at // 1000} for r in rows[:limit]]
+        return {"object": "list", "data": data, "has_more": len(rows) > limit}
+
+    # ---- keys ----------------------------------------------------------------------------
+
+    async def create_key(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        org_ref = body.get("org_id") or body.get("org")
+        if not isinstance(org_ref, str):
+            raise invalid_request("'org_id' is required.", param="org_id")
+        org_id = (await self.get_org(org_ref))["id"]
+        allowed = body.get("allowed_models")
+        if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(m, str) for m in allowed)):
+            raise invalid_request("'allowed_models' must be a list of model names or null.", param="allowed_models")
+        expires = body.get("expires_at")
+        if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool)):
+            raise invalid_request("'expires_at' must be a unix timestamp in seconds.", param="expires_at")
+        plaintext = new_key("live")
+        values = {
+            "id": "key_" + secrets.token_hex(10), "org_id": org_id, "name": str(body.get("name") or "unnamed"),
+            "key_hash": digest(plaintext), "key_hint": f"{plaintext[:11]}...{plaintext[-4:]}",
+            "allowed_models": orjson.dumps(allowed).decode() if allowed is not None else None,
+            "budget_nanos": to_nanos(body["budget_usd"], "budget_usd") if body.get("budget_usd") is not None else None,
+            "spent_nanos": 0, "overdraft_nanos": to_nanos(body.get("overdraft_usd", "0"), "overdraft_usd"),
+            "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
+            "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
+            "expires_at": expires * 1000 if expires else None, "revoked_at": None, "created_at": now_ms(),
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(api_keys).values(**values))
+            await _feed(conn, "key", values["id"])
+        obj = await self.get_key(values["id"])
+        obj["key"] = plaintext  # shown once; only its hash is kept
+        return obj
+
+    async def get_key(self, key_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+        if row is None:
+            raise not_found(f"No API key '{key_id}'.", param="key_id")
+        return key_object(row)
+
+    async def list_keys(self, org_ref: str | None = None) -> list[dict[str, Any]]:
+        q = select(api_keys).order_by(api_keys.c.created_at)
+        if org_ref:
+            q = q.where(api_keys.c.org_id == (await self.get_org(org_ref))["id"])
+        async with self.engine.connect() as conn:
+            return [key_object(r) for r in await conn.execute(q)]
+
+    async def update_key(self, key_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        await self.get_key(key_id)
+        values: dict[str, Any] = {}
+        if body.get("revoked"):
+            values["revoked_at"] = now_ms()
+        if "budget_usd" in body:
+            values["budget_nanos"] = to_nanos(body["budget_usd"], "budget_usd") if body["budget_usd"] is not None else None
+        if "overdraft_usd" in body:
+            values["overdraft_nanos"] = to_nanos(body["overdraft_usd"], "overdraft_usd")
+        if "allowed_models" in body:
+            allowed = body["allowed_models"]
+            values["allowed_models"] = orjson.dumps(allowed).decode() if allowed is not None else None
+        for field in ("rpm_limit", "tpm_limit"):
+            if field in body:
+                values[field] = _optional_int(body[field], field)
+        if "name" in body:
+            values["name"] = str(body["name"])
+        if not values:
+            raise invalid_request("Nothing to update.")
+        async with self.engine.begin() as conn:
+            await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
+            await _feed(conn, "key", key_id)
+        return await self.get_key(key_id)
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return await self.update_key(key_id, {"revoked": True})
+
+    # ---- usage ---------------------------------------------------------------------------
+
+    async def usage(
+        self,
+        *,
+        org_id: str | None = None,
+        key_id: str | None = None,
+        group_by: Iterable[str] = (),
+        bucket: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> dict[str, Any]:
+        """Tokens, requests and cost, grouped by key, model and/or time bucket (minute/hour/day)."""
+        u = usage_records.c
+        columns: list[Any] = []
+        names: list[str] = []
+        group = set(group_by)
+        unknown = group - {"key", "model", "org", "deployment"}
+        if unknown:
+            raise invalid_request(f"Cannot group by {', '.join(sorted(unknown))}.", param="group_by")
+        for name, col in (("org_id", u.org_id), ("key_id", u.key_id), ("model", u.model), ("deployment", u.deployment)):
+            if name.removesuffix("_id") in group:
+                columns.append(col.label(name))
+                names.append(name)
+        if bucket is not None:
+            size = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}.get(bucket)
+            if size is None:
+                raise invalid_request("'bucket' must be minute, hour or day.", param="bucket")
+            columns.append((u.created_at - u.created_at % size).label("bucket_ms"))
+            names.append("bucket_ms")
+        measures = [
+            func.count().label("requests"),
+            func.coalesce(func.sum(u.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(u.cached_tokens), 0).label("cached_tokens"),
+            func.coalesce(func.sum(u.cache_write_tokens), 0).label("cache_write_tokens"),
+            func.coalesce(func.sum(u.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(u.reasoning_tokens), 0).label("reasoning_tokens"),
+            func.coalesce(func.sum(u.image_tokens), 0).label("image_tokens"),
+            func.coalesce(func.sum(u.cost_nanos), 0).label("cost_nanos"),
+        ]
+        conditions = []
+        if org_id:
+            conditions.append(u.org_id == org_id)
+        if key_id:
+            conditions.append(u.key_id == key_id)
+        if start is not None:
+            conditions.append(u.created_at >= start * 1000)
+        if end is not None:
+            conditions.append(u.created_at < end * 1000)
+        q = select(*columns, *measures)
+        if conditions:
+            q = q.where(and_(*conditions))
+        if columns:
+            q = q.group_by(*[c for c in columns]).order_by(*[c for c in columns])
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        data = []
+        for r in rows:
+            item: dict[str, Any] = {n: getattr(r, n) for n in names}
+            if "bucket_ms" in item:
+                item["bucket_start"] = int(item.pop("bucket_ms")) // 1000
+            for m in ("requests", "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens",
+                      "reasoning_tokens", "image_tokens", "cost_nanos"):
+                item[m] = int(getattr(r, m))
+            item["cost_usd"] = usd(item["cost_nanos"])
+            data.append(item)
+        return {"object": "usage", "group_by": sorted(group), "bucket": bucket, "data": data}

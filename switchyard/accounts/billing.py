@@ -1,0 +1,153 @@
+"""Admission and settlement of one request: rate limits, the worst-case hold, the exact bill.
+
+`admit` runs before any upstream is called and refuses with 429 (`rate_limit_exceeded` or
+`insufficient_quota`). `settle` prices what was used, commits it durably, and drops the hold.
+`abandon` is for requests that never reached an upstream: nothing is billed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from switchyard.accounts.funds import Funds, Hold
+from switchyard.accounts.ledger import LedgerWriter, Settlement
+from switchyard.accounts.records import Principal
+from switchyard.catalog import ModelSpec
+from switchyard.limits import Limits, RateLimiter, Scope, Tier
+from switchyard.metering.cost import TokenUsage, cost_nanos
+from switchyard.metering.estimate import Estimate, estimate
+from switchyard.routing.table import Deployment
+from switchyard.wire.chat import ChatRequest
+from switchyard.wire.errors import GatewayError
+
+log = logging.getLogger("switchyard.billing")
+
+_STANDARD = ("default", "auto", None)
+
+
+@dataclass(slots=True)
+class Ticket:
+    request_id: str
+    principal: Principal
+    public_model: str
+    deployment: Deployment
+    request: ChatRequest
+    endpoint: str
+    estimate: Estimate
+    hold: Hold
+    scopes: list[Scope]
+    rate_tokens: int
+    started: float = field(default_factory=time.perf_counter)
+    settled: bool = False
+
+
+def billed_tier(tier: object, spec: ModelSpec) -> str | None:
+    """The service tier to price at: one the catalog prices, else standard."""
+    return tier if isinstance(tier, str) and tier in spec.multipliers else None
+
+
+class Billing:
+    def __init__(
+        self,
+        funds: Funds,
+        limiter: RateLimiter,
+        tiers: dict[str, Tier],
+        writer: LedgerWriter,
+        default_output_estimate: int = 1024,
+    ) -> None:
+        self.funds = funds
+        self.limiter = limiter
+        self.tiers = tiers
+        self.writer = writer
+        self.default_output_estimate = default_output_estimate
+
+    def scopes(self, principal: Principal) -> list[Scope]:
+        org, key = principal.org, principal.key
+        tier = self.tiers.get(org.tier)
+        base = tier.limits if tier else Limits(None, None)
+        org_limits = Limits(org.rpm_limit if org.rpm_limit is not None else base.rpm,
+                            org.tpm_limit if org.tpm_limit is not None else base.tpm)
+        scopes = [Scope(f"org:{org.id}", org_limits)]
+        if key.rpm_limit is not None or key.tpm_limit is not None:
+            scopes.append(Scope(f"key:{key.id}", Limits(key.rpm_limit, key.tpm_limit)))
+        return scopes
+
+    async def admit(
+        self, request_id: str, principal: Principal, public_model: str, request: ChatRequest,
+        dep: Deployment, endpoint: str = "/v1/chat/completions",
+    ) -> tuple[Ticket, dict[str, str]]:
+        est = estimate(request, dep.spec, dep.max_output_tokens, dep.context_window)
+        scopes = self.scopes(principal)
+        expected_output = request.output_limit or min(self.default_output_estimate, est.output_bound)
+        rate_tokens = est.input_estimate + expected_output
+        admission = await self.limiter.admit(scopes, rate_tokens)
+        if not admission.allowed:
+            headers = dict(admission.headers)
+            if admission.retry_after:
+                headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
+            raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
+                               code="rate_limit_exceeded", headers=headers)
+        worst = cost_nanos(
+            dep.spec.prices, TokenUsage(input_tokens=est.input_bound, output_tokens=est.output_bound),
+            service_tier=billed_tier(request.service_tier, dep.spec), tier_multipliers=dep.spec.multipliers,
+            price_multiplier=principal.org.price_multiplier,
+        )
+        try:
+            hold = self.funds.reserve(principal, worst)
+        except GatewayError as exc:
+            await self.limiter.correct(scopes, rate_tokens, 0)
+            exc.headers.update(admission.headers)
+            raise
+        ticket = Ticket(request_id, principal, public_model, dep, request, endpoint, est, hold, scopes, rate_tokens)
+        return ticket, dict(admission.headers)
+
+    def price(self, ticket: Ticket, usage: TokenUsage, service_tier: object) -> int:
+        spec = ticket.deployment.spec
+        return cost_nanos(
+            spec.prices, usage, service_tier=billed_tier(service_tier, spec), tier_multipliers=spec.multipliers,
+            price_multiplier=ticket.principal.org.price_multiplier,
+        )
+
+    async def settle(
+        self, ticket: Ticket, usage: TokenUsage, *, status: str, service_tier: object, image_tokens: int,
+    ) -> int:
+        """Bill exactly once; returns the cost in nano-dollars once it is committed."""
+        if ticket.settled:
+            raise RuntimeError(f"request {ticket.request_id} settled twice")
+        ticket.settled = True
+        cost = self.price(ticket, usage, service_tier)
+        principal = ticket.principal
+        settlement = Settlement(
+            request_id=ticket.request_id, org_id=principal.org.id, key_id=principal.key.id,
+            key_in_db=principal.key.id.startswith("key_"),  # keys from config are not rows
+            reserved_nanos=ticket.hold.amount_nanos, cost_nanos=cost, model=ticket.public_model,
+            deployment=ticket.deployment.id, endpoint=ticket.endpoint, status=status,
+            stream=bool(ticket.request.stream), service_tier=str(billed_tier(service_tier, ticket.deployment.spec) or "default"),
+            input_tokens=usage.input_tokens, cached_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens, image_tokens=image_tokens,
+            latency_ms=int((time.perf_counter() - ticket.started) * 1000), created_at=int(time.time() * 1000),
+        )
+        try:
+            await self.writer.settle(settlement)
+        finally:
+            self.funds.release(ticket.hold)
+        await self.limiter.correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
+        return cost
+
+    async def abandon(self, ticket: Ticket) -> None:
+        """The request never reached an upstream (or got nothing back): bill nothing."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        self.funds.release(ticket.hold)
+        await self.limiter.correct(ticket.scopes, ticket.rate_tokens, 0)
+
+
+def usd_number(nanos: int) -> float:
+    """The cost as a JSON number whose shortest repr is the exact decimal (nano-dollars < 2**53)."""
+    return float(Decimal(nanos) / Decimal(10**9))

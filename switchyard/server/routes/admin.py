@@ -1,0 +1,141 @@
+"""The admin API under /admin/v1 (master key only): organisations, keys, money, usage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from switchyard.accounts.admin import to_nanos
+from switchyard.server.body import read_json
+from switchyard.server.responses import JSONResponse, sse_response
+from switchyard.server.routes.usage import usage_query
+from switchyard.server.state import AppState
+from switchyard.wire.errors import invalid_request, permission_denied
+from switchyard.wire.sse import data_frame
+
+Handler = Callable[[Request, AppState], Awaitable[Any]]
+
+
+def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        state: AppState = request.app.state.sy
+        principal = state.directory.authenticate(request.headers.get("authorization"))
+        if not principal.is_admin:
+            raise permission_denied("The admin API needs the master key.")
+        result = await handler(request, state)
+        return result if isinstance(result, Response) else JSONResponse(result)
+
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    body = await read_json(request, 1024 * 1024)
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return body
+
+
+async def create_org(request: Request, state: AppState) -> Any:
+    return await state.admin.create_org(await _body(request))
+
+
+async def list_orgs(request: Request, state: AppState) -> Any:
+    return {"object": "list", "data": await state.admin.list_orgs()}
+
+
+async def get_org(request: Request, state: AppState) -> Any:
+    return await state.admin.get_org(request.path_params["org"])
+
+
+async def update_org(request: Request, state: AppState) -> Any:
+    return await state.admin.update_org(request.path_params["org"], await _body(request))
+
+
+async def topup(request: Request, state: AppState) -> Any:
+    body = await _body(request)
+    amount = to_nanos(body.get("amount_usd"), "amount_usd")
+    return await state.admin.move_money(request.path_params["org"], amount, "topup", body.get("note"))
+
+
+async def adjust(request: Request, state: AppState) -> Any:
+    body = await _body(request)
+    amount = to_nanos(body.get("amount_usd"), "amount_usd")
+    return await state.admin.move_money(request.path_params["org"], amount, str(body.get("kind", "adjustment")), body.get("note"))
+
+
+async def balance(request: Request, state: AppState) -> Any:
+    return await state.admin.balance(request.path_params["org"])
+
+
+async def ledger(request: Request, state: AppState) -> Any:
+    limit = min(int(request.query_params.get("limit", 100)), 1000)
+    after = request.query_params.get("after")
+    return await state.admin.ledger(request.path_params["org"], limit, int(after) if after else None)
+
+
+async def create_key(request: Request, state: AppState) -> Any:
+    return await state.admin.create_key(await _body(request))
+
+
+async def list_keys(request: Request, state: AppState) -> Any:
+    return {"object": "list", "data": await state.admin.list_keys(request.query_params.get("org"))}
+
+
+async def get_key(request: Request, state: AppState) -> Any:
+    return await state.admin.get_key(request.path_params["key_id"])
+
+
+async def update_key(request: Request, state: AppState) -> Any:
+    return await state.admin.update_key(request.path_params["key_id"], await _body(request))
+
+
+async def revoke_key(request: Request, state: AppState) -> Any:
+    return await state.admin.revoke_key(request.path_params["key_id"])
+
+
+async def usage(request: Request, state: AppState) -> Any:
+    q = request.query_params
+    return await state.admin.usage(org_id=q.get("org"), key_id=q.get("key"), **usage_query(request))
+
+
+async def usage_events(request: Request, state: AppState) -> Any:
+    queue = state.events.subscribe()
+    org = request.query_params.get("org")
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            while True:
+                event = await queue.get()
+                if org is None or event["org_id"] == org:
+                    yield data_frame(orjson.dumps(event))
+        finally:
+            state.events.unsubscribe(queue)
+
+    return sse_response(frames())
+
+
+def routes() -> list[Route]:
+    p = "/admin/v1"
+    return [
+        Route(f"{p}/organizations", _admin(create_org), methods=["POST"]),
+        Route(f"{p}/organizations", _admin(list_orgs), methods=["GET"]),
+        Route(f"{p}/organizations/{{org}}", _admin(get_org), methods=["GET"]),
+        Route(f"{p}/organizations/{{org}}", _admin(update_org), methods=["PATCH"]),
+        Route(f"{p}/organizations/{{org}}/topup", _admin(topup), methods=["POST"]),
+        Route(f"{p}/organizations/{{org}}/adjustments", _admin(adjust), methods=["POST"]),
+        Route(f"{p}/organizations/{{org}}/balance", _admin(balance), methods=["GET"]),
+        Route(f"{p}/organizations/{{org}}/ledger", _admin(ledger), methods=["GET"]),
+        Route(f"{p}/keys", _admin(create_key), methods=["POST"]),
+        Route(f"{p}/keys", _admin(list_keys), methods=["GET"]),
+        Route(f"{p}/keys/{{key_id}}", _admin(get_key), methods=["GET"]),
+        Route(f"{p}/keys/{{key_id}}", _admin(update_key), methods=["PATCH"]),
+        Route(f"{p}/keys/{{key_id}}", _admin(revoke_key), methods=["DELETE"]),
+        Route(f"{p}/usage", _admin(usage), methods=["GET"]),
+        Route(f"{p}/usage/events", _admin(usage_events), methods=["GET"]),
+    ]

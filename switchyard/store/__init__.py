@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy 2 Core tables, Alembic migrations, SQLite or PostgreSQL."""

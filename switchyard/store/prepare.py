@@ -1,0 +1,17 @@
+"""Bring a database to a servable state: schema migrated, operator organisation present."""
+
+from __future__ import annotations
+
+from switchyard.accounts.admin import AccountsAdmin
+from switchyard.config import Settings
+from switchyard.limits import load_tiers
+from switchyard.store.database import default_url, make_engine, migrate
+
+
+async def prepare_store(settings: Settings) -> None:
+    engine = make_engine(settings.database_url or default_url(settings.data_dir), settings.sqlite_synchronous)
+    try:
+        await migrate(engine)
+        await AccountsAdmin(engine, load_tiers(settings.tiers)).ensure_operator_org()
+    finally:
+        await engine.dispose()

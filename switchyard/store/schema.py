@@ -1,0 +1,96 @@
+"""Tables. Money columns are BIGINT nano-dollars; times are BIGINT epoch milliseconds.
+
+Integers keep money exact and times bucketable the same way on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("tier", String(64), nullable=False),
+    Column("price_multiplier", String(32), nullable=False),  # a Decimal, e.g. "0.7" for 30% off
+    Column("prepaid", Boolean, nullable=False),  # postpaid orgs are metered but never refused for funds
+    Column("balance_nanos", BigInteger, nullable=False),  # always equals the sum of its ledger entries
+    Column("overdraft_nanos", BigInteger, nullable=False),
+    Column("rpm_limit", Integer, nullable=True),  # overrides the tier when set
+    Column("tpm_limit", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex; the key itself is never stored
+    Column("key_hint", String(32), nullable=False),  # e.g. "sk-sy-…Ab3x", to tell keys apart in lists
+    Column("allowed_models", Text, nullable=True),  # JSON list; null = every model
+    Column("budget_nanos", BigInteger, nullable=True),  # null = no key budget (the org balance still applies)
+    Column("spent_nanos", BigInteger, nullable=False),
+    Column("overdraft_nanos", BigInteger, nullable=False),
+    Column("rpm_limit", Integer, nullable=True),
+    Column("tpm_limit", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("kind", String(16), nullable=False),  # topup reserve settle release refund adjustment
+    Column("amount_nanos", BigInteger, nullable=False),  # signed: what this entry adds to the balance
+    Column("request_id", String(64), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_ledger_org_id_id", "org_id", "id"),
+    Index("ix_ledger_request", "request_id"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", String(64), primary_key=True),  # one record per request: billed exactly once
+    Column("org_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),  # the public name the client used
+    Column("deployment", String(200), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # completed, partial (upstream broke mid-stream), cancelled
+    Column("stream", Boolean, nullable=False),
+    Column("service_tier", String(16), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("image_tokens", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_usage_org_time", "org_id", "created_at"),
+    Index("ix_usage_key_time", "key_id", "created_at"),
+)
+
+# Every change an operator makes (key, balance, tier, price) appends a row; each worker polls
+# the tail so its in-memory view follows within a second without reading the database per request.
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("entity", String(16), nullable=False),  # org | key
+    Column("entity_id", String(40), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
