@@ -157,3 +157,49 @@ def upstream_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: StandIn
     )
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server (trust auth), dropped afterwards."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = "sy_" + uuid.uuid4().hex[:12]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class Admin:
+    """The admin API, as an operator's script would call it."""
+
+    def __init__(self, gw: Gateway, key: str = MASTER_KEY) -> None:
+        self.http = httpx.Client(base_url=gw.root + "/admin/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.http.request(method, path, **kwargs)
+        assert resp.status_code < 400, resp.text
+        return resp.json()
+
+    def org(self, name: str, **fields: Any) -> dict[str, Any]:
+        return self.call("POST", "/organizations", json={"name": name, **fields})
+
+    def topup(self, org: str, amount_usd: str) -> dict[str, Any]:
+        return self.call("POST", f"/organizations/{org}/topup", json={"amount_usd": amount_usd})
+
+    def key(self, org: str, **fields: Any) -> str:
+        return self.call("POST", "/keys", json={"org_id": org, **fields})["key"]
+
+    def balance(self, org: str) -> dict[str, Any]:
+        return self.call("GET", f"/organizations/{org}/balance")

@@ -18,15 +18,13 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 T = TypeVar("T")
 
 
-def _redis_up() -> bool:
+@pytest.fixture(autouse=True, scope="module")
+def _redis_is_required() -> None:
+    """Redis runs on every dev machine and in CI (.ci/run starts it): its absence is a failure."""
     try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
+        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"no Redis server at 127.0.0.1:6379 ({exc}); start it as .ci/run does")
 
 Factory = Callable[[], RedisRateLimiter]
 

@@ -28,6 +28,8 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         if not principal.is_admin:
             raise permission_denied("The admin API needs the master key.")
         result = await handler(request, state)
+        if request.method != "GET":
+            await state.directory.refresh()  # this worker at once; the others within a poll interval
         return result if isinstance(result, Response) else JSONResponse(result)
 
     return endpoint
