@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from switchyard.store.schema import api_keys, changes, ledger_entries, organizat
 from switchyard.wire.errors import GatewayError, invalid_request, not_found
 
 MONEY_KINDS = ("topup", "reserve", "settle", "release", "refund", "adjustment")
+MAX_NANOS = 10**18  # one billion USD per amount: sums of them stay far inside a 64-bit integer
 
 
 def now_ms() -> int:
@@ -36,8 +37,10 @@ def to_nanos(value: Any, param: str) -> int:
         raise invalid_request(f"'{param}' must be a decimal string such as \"10.50\", not a float.", param=param)
     try:
         nanos = Decimal(str(value)) * NANOS_PER_USD
-    except InvalidOperation:
+    except ArithmeticError:  # decimal.InvalidOperation, Overflow, ...
         raise invalid_request(f"'{param}' is not a decimal amount.", param=param) from None
+    if not nanos.is_finite() or abs(nanos) > MAX_NANOS:
+        raise invalid_request(f"'{param}' must be a finite amount of at most {usd(MAX_NANOS)} USD.", param=param)
     if nanos != nanos.to_integral_value():
         raise invalid_request(f"'{param}' has more than 9 decimal places.", param=param)
     return int(nanos)
@@ -46,9 +49,9 @@ def to_nanos(value: Any, param: str) -> int:
 def _multiplier(value: Any) -> str:
     try:
         m = Decimal(str(value))
-    except InvalidOperation:
+    except ArithmeticError:
         raise invalid_request("'price_multiplier' is not a decimal.", param="price_multiplier") from None
-    if not (Decimal(0) <= m <= Decimal(100)) or isinstance(value, float):
+    if isinstance(value, float) or not m.is_finite() or not (Decimal(0) <= m <= Decimal(100)):
         raise invalid_request("'price_multiplier' must be a decimal string between 0 and 100.", param="price_multiplier")
     return str(m)
 
@@ -80,6 +83,20 @@ async def _feed(conn: AsyncConnection, entity: str, entity_id: str) -> None:
     await conn.execute(insert(changes).values(entity=entity, entity_id=entity_id, created_at=now_ms()))
 
 
+def _bool(value: Any, param: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid_request(f"'{param}' must be true or false.", param=param)
+    return value
+
+
+def _allowed_models(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise invalid_request("'allowed_models' must be a list of model names or null.", param="allowed_models")
+    return orjson.dumps(value).decode()
+
+
 def _optional_int(value: Any, param: str) -> int | None:
     if value is None:
         return None
@@ -94,7 +111,7 @@ class AccountsAdmin:
         self.tiers = set(tiers)
 
     def _tier(self, tier: Any) -> str:
-        if tier not in self.tiers:
+        if not isinstance(tier, str) or tier not in self.tiers:
             raise invalid_request(f"Unknown tier '{tier}'. Known tiers: {', '.join(sorted(self.tiers))}.", param="tier")
         return str(tier)
 
@@ -121,7 +138,7 @@ class AccountsAdmin:
             "id": "org_" + secrets.token_hex(10), "name": name.strip(),
             "tier": self._tier(body.get("tier", "tier-1")),
             "price_multiplier": _multiplier(body.get("price_multiplier", "1")),
-            "prepaid": bool(body.get("prepaid", True)), "balance_nanos": 0,
+            "prepaid": _bool(body.get("prepaid", True), "prepaid"), "balance_nanos": 0,
             "overdraft_nanos": to_nanos(body.get("overdraft_usd", "0"), "overdraft_usd"),
             "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
             "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
@@ -155,20 +172,25 @@ class AccountsAdmin:
         if "price_multiplier" in body:
             values["price_multiplier"] = _multiplier(body["price_multiplier"])
         if "prepaid" in body:
-            values["prepaid"] = bool(body["prepaid"])
+            values["prepaid"] = _bool(body["prepaid"], "prepaid")
         if "overdraft_usd" in body:
             values["overdraft_nanos"] = to_nanos(body["overdraft_usd"], "overdraft_usd")
         for field in ("rpm_limit", "tpm_limit"):
             if field in body:
                 values[field] = _optional_int(body[field], field)
         if "name" in body:
-            values["name"] = str(body["name"])
+            if not isinstance(body["name"], str) or not body["name"].strip():
+                raise invalid_request("'name' must be a non-empty string.", param="name")
+            values["name"] = body["name"].strip()
         if not values:
             raise invalid_request("Nothing to update.")
         values["updated_at"] = now_ms()
-        async with self.engine.begin() as conn:
-            await conn.execute(update(organizations).where(organizations.c.id == org_id).values(**values))
-            await _feed(conn, "org", org_id)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(update(organizations).where(organizations.c.id == org_id).values(**values))
+                await _feed(conn, "org", org_id)
+        except IntegrityError:
+            raise GatewayError(409, f"An organization named '{values['name']}' already exists.", param="name", code="conflict") from None
         return await self.get_org(org_id)
 
     async def move_money(self, ref: str, amount_nanos: int, kind: str, note: str | None = None) -> dict[str, Any]:
@@ -219,9 +241,7 @@ class AccountsAdmin:
         if not isinstance(org_ref, str):
             raise invalid_request("'org_id' is required.", param="org_id")
         org_id = (await self.get_org(org_ref))["id"]
-        allowed = body.get("allowed_models")
-        if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(m, str) for m in allowed)):
-            raise invalid_request("'allowed_models' must be a list of model names or null.", param="allowed_models")
+        allowed = _allowed_models(body.get("allowed_models"))
         expires = body.get("expires_at")
         if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool)):
             raise invalid_request("'expires_at' must be a unix timestamp in seconds.", param="expires_at")
@@ -229,7 +249,7 @@ class AccountsAdmin:
         values = {
             "id": "key_" + secrets.token_hex(10), "org_id": org_id, "name": str(body.get("name") or "unnamed"),
             "key_hash": digest(plaintext), "key_hint": f"{plaintext[:11]}...{plaintext[-4:]}",
-            "allowed_models": orjson.dumps(allowed).decode() if allowed is not None else None,
+            "allowed_models": allowed,
             "budget_nanos": to_nanos(body["budget_usd"], "budget_usd") if body.get("budget_usd") is not None else None,
             "spent_nanos": 0, "overdraft_nanos": to_nanos(body.get("overdraft_usd", "0"), "overdraft_usd"),
             "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
@@ -267,8 +287,7 @@ class AccountsAdmin:
         if "overdraft_usd" in body:
             values["overdraft_nanos"] = to_nanos(body["overdraft_usd"], "overdraft_usd")
         if "allowed_models" in body:
-            allowed = body["allowed_models"]
-            values["allowed_models"] = orjson.dumps(allowed).decode() if allowed is not None else None
+            values["allowed_models"] = _allowed_models(body["allowed_models"])
         for field in ("rpm_limit", "tpm_limit"):
             if field in body:
                 values[field] = _optional_int(body[field], field)

@@ -11,13 +11,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, insert, update
 
 from switchyard.accounts.directory import Directory
+from switchyard.store.database import Store
 from switchyard.store.schema import api_keys, changes, ledger_entries, organizations, usage_records
 
 log = logging.getLogger("switchyard.ledger")
@@ -49,10 +49,7 @@ class Settlement:
     created_at: int
 
     def usage_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        for k in ("key_in_db", "reserved_nanos"):
-            row.pop(k)
-        return row
+        return {name: getattr(self, name) for name in _USAGE_COLUMNS}
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         base = {"org_id": self.org_id, "key_id": self.key_id, "request_id": self.request_id,
@@ -66,9 +63,12 @@ class Settlement:
         return rows
 
 
+_USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
+
+
 class LedgerWriter:
-    def __init__(self, engine: AsyncEngine, directory: Directory) -> None:
-        self._engine = engine
+    def __init__(self, store: Store, directory: Directory) -> None:
+        self._store = store
         self._directory = directory
         self._pending: list[tuple[Settlement, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -123,29 +123,84 @@ class LedgerWriter:
             if s.key_in_db:
                 key_delta[s.key_id] += s.cost_nanos
             ledger_rows += s.ledger_rows()
+        usage_rows = [s.usage_row() for s in batch]
         now = int(time.time() * 1000)
-        async with self._directory.lock, self._engine.begin() as conn:
-            await conn.execute(insert(usage_records), [s.usage_row() for s in batch])
-            if ledger_rows:
-                await conn.execute(insert(ledger_entries), ledger_rows)
-            balances: dict[str, int] = {}
-            spent: dict[str, int] = {}
-            feed = []
-            for org_id, delta in org_delta.items():
-                if delta:
-                    await conn.execute(update(organizations).where(organizations.c.id == org_id)
-                                       .values(balance_nanos=organizations.c.balance_nanos + delta, updated_at=now))
-                    feed.append({"entity": "org", "entity_id": org_id, "created_at": now})
-                balances[org_id] = (await conn.execute(
-                    select(organizations.c.balance_nanos).where(organizations.c.id == org_id))).scalar_one()
-            for key_id, delta in key_delta.items():
-                if delta:
-                    await conn.execute(update(api_keys).where(api_keys.c.id == key_id)
-                                       .values(spent_nanos=api_keys.c.spent_nanos + delta))
-                    feed.append({"entity": "key", "entity_id": key_id, "created_at": now})
-                spent[key_id] = (await conn.execute(
-                    select(api_keys.c.spent_nanos).where(api_keys.c.id == key_id))).scalar_one()
-            if feed:
-                # Other workers follow balances through the change feed.
-                await conn.execute(insert(changes), feed)
-        self._directory.apply_settled(balances, spent)
+
+        def write(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+            if conn.dialect.name == "sqlite":
+                return _write_sqlite(conn, usage_rows, ledger_rows, org_delta, key_delta, now)
+            return _write_core(conn, usage_rows, ledger_rows, org_delta, key_delta, now)
+
+        async with self._directory.lock:
+            balances, spent = await self._store.transaction(write)
+            self._directory.apply_settled(balances, spent)
+
+
+Deltas = dict[str, int]
+
+
+def _write_core(
+    conn: Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
+    org_delta: Deltas, key_delta: Deltas, now: int,
+) -> tuple[Deltas, Deltas]:
+    conn.execute(insert(usage_records), usage_rows)
+    if ledger_rows:
+        conn.execute(insert(ledger_entries), ledger_rows)
+    balances: Deltas = {}
+    spent: Deltas = {}
+    feed = []
+    for org_id, delta in org_delta.items():
+        if delta:
+            balances[org_id] = conn.execute(
+                update(organizations).where(organizations.c.id == org_id)
+                .values(balance_nanos=organizations.c.balance_nanos + delta, updated_at=now)
+                .returning(organizations.c.balance_nanos)).scalar_one()
+            feed.append({"entity": "org", "entity_id": org_id, "created_at": now})
+    for key_id, delta in key_delta.items():
+        if delta:
+            spent[key_id] = conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id)
+                .values(spent_nanos=api_keys.c.spent_nanos + delta)
+                .returning(api_keys.c.spent_nanos)).scalar_one()
+            feed.append({"entity": "key", "entity_id": key_id, "created_at": now})
+    if feed:
+        # Other workers follow balances through the change feed.
+        conn.execute(insert(changes), feed)
+    return balances, spent
+
+
+# The same statements as `_write_core`, as plain SQL on the sqlite3 connection: building and
+# compiling SQLAlchemy constructs costs more than the writes themselves at thousands per second.
+_USAGE_SQL = f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))})"
+_LEDGER_COLUMNS = ("org_id", "key_id", "kind", "amount_nanos", "request_id", "note", "created_at")
+_LEDGER_SQL = f"INSERT INTO ledger_entries ({', '.join(_LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(_LEDGER_COLUMNS))})"
+_ORG_SQL = "UPDATE organizations SET balance_nanos = balance_nanos + ?, updated_at = ? WHERE id = ? RETURNING balance_nanos"
+_KEY_SQL = "UPDATE api_keys SET spent_nanos = spent_nanos + ? WHERE id = ? RETURNING spent_nanos"
+_CHANGE_SQL = "INSERT INTO changes (entity, entity_id, created_at) VALUES (?, ?, ?)"
+
+
+def _write_sqlite(
+    conn: Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
+    org_delta: Deltas, key_delta: Deltas, now: int,
+) -> tuple[Deltas, Deltas]:
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(_USAGE_SQL, [tuple(r[c] for c in _USAGE_COLUMNS) for r in usage_rows])
+        if ledger_rows:
+            cur.executemany(_LEDGER_SQL, [tuple(r[c] for c in _LEDGER_COLUMNS) for r in ledger_rows])
+        balances: Deltas = {}
+        spent: Deltas = {}
+        feed = []
+        for org_id, delta in org_delta.items():
+            if delta:
+                balances[org_id] = cur.execute(_ORG_SQL, (delta, now, org_id)).fetchone()[0]
+                feed.append(("org", org_id, now))
+        for key_id, delta in key_delta.items():
+            if delta:
+                spent[key_id] = cur.execute(_KEY_SQL, (delta, key_id)).fetchone()[0]
+                feed.append(("key", key_id, now))
+        if feed:
+            cur.executemany(_CHANGE_SQL, feed)
+        return balances, spent
+    finally:
+        cur.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from decimal import ROUND_HALF_UP, Decimal, Inexact, localcontext
+from decimal import Decimal, Inexact, localcontext
+from functools import lru_cache
 from types import MappingProxyType
 
 from switchyard.catalog import Prices
@@ -82,6 +83,36 @@ def cost_nanos(
     """
     tier = _tier_multiplier(service_tier, tier_multipliers)
     org = _factor("price_multiplier", price_multiplier)
+    rates, scale = _scaled_rates(prices, tier, org)
+    numerator = (
+        usage.uncached_input_tokens * rates[0] + usage.cached_input_tokens * rates[1]
+        + usage.cache_write_tokens * rates[2] + usage.output_tokens * rates[3]
+    )
+    # Integer half-up division: the one rounding, same as the Decimal path below.
+    return (2 * numerator + scale) // (2 * scale)
+
+
+@lru_cache(maxsize=4096)
+def _scaled_rates(prices: Prices, tier: Decimal, org: Decimal) -> tuple[tuple[int, int, int, int], int]:
+    """Per-token nano-dollar rates as integers over one power-of-ten scale, computed exactly once
+    per (prices, tier, multiplier): a request's cost is then integer arithmetic only."""
+    nanos = [_exact_cost(prices, usage, tier, org) for usage in _UNIT_USAGES]
+    exponent = min(n.as_tuple().exponent for n in nanos)  # type: ignore[type-var]
+    scale = 10 ** max(0, -int(exponent))
+    scaled = tuple(int(n * scale) for n in nanos)
+    return scaled, scale  # type: ignore[return-value]
+
+
+_UNIT_USAGES = (
+    TokenUsage(input_tokens=1),
+    TokenUsage(input_tokens=1, cached_input_tokens=1),
+    TokenUsage(input_tokens=1, cache_write_tokens=1),
+    TokenUsage(input_tokens=0, output_tokens=1),
+)
+
+
+def _exact_cost(prices: Prices, usage: TokenUsage, tier: Decimal, org: Decimal) -> Decimal:
+    """The unrounded cost in nano-dollars, exact in Decimal."""
     # No cached / cache-write price means those tokens are billed as plain input.
     cached_price = prices.input if prices.cached_input is None else prices.cached_input
     write_price = prices.input if prices.cache_write is None else prices.cache_write
@@ -96,8 +127,7 @@ def cost_nanos(
         per_million = sum((Decimal(tokens) * price for tokens, price in terms), Decimal(0))
         return per_million * tier * org * _NANOS_PER_PRICE_UNIT_TOKEN
 
-    # to_integral_value is exact whatever the context precision: the one rounding.
-    return int(_exactly(total).to_integral_value(rounding=ROUND_HALF_UP))
+    return _exactly(total)
 
 
 def usd(nanos: int) -> str:

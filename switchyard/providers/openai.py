@@ -7,16 +7,15 @@ ask). Streams are relayed event by event as they arrive.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from switchyard.providers.base import ChatCall, Provider
+from switchyard.providers.http import HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from switchyard.wire.errors import GatewayError, upstream_error
 from switchyard.wire.sse import parse_events
 
@@ -30,11 +29,10 @@ _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 422})
 class OpenAIProvider(Provider):
     kind = "openai"
 
-    _session: aiohttp.ClientSession | None = None
+    _pool: HTTPPool | None = None
 
     async def start(self) -> None:
         dep = self.deployment
-        self._url = (dep.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if dep.api_key_env:
             key = os.environ.get(dep.api_key_env)
@@ -43,24 +41,18 @@ class OpenAIProvider(Provider):
             else:
                 log.warning("deployment %s: environment variable %s is not set", dep.id, dep.api_key_env)
         headers.update(dep.headers)
-        self._headers = headers
-        connector = aiohttp.TCPConnector(
-            limit=int(dep.options.get("max_connections", 1000)),
-            keepalive_timeout=float(dep.options.get("keepalive_seconds", 60)),
-            ttl_dns_cache=300,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=dep.timeouts.connect, sock_read=dep.timeouts.read
-            ),
-            auto_decompress=True,
+        self._pool = HTTPPool(
+            dep.base_url or DEFAULT_BASE_URL,
+            connect_timeout=dep.timeouts.connect,
+            read_timeout=dep.timeouts.read,
+            idle_seconds=float(dep.options.get("keepalive_seconds", 15)),
+            headers=headers,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _payload(self, call: ChatCall, stream: bool) -> bytes:
         body = dict(call.body)
@@ -71,16 +63,21 @@ class OpenAIProvider(Provider):
             body["stream_options"] = options
         return orjson.dumps(body)
 
-    async def chat(self, call: ChatCall) -> dict[str, Any]:
-        assert self._session is not None, "provider not started"
+    async def _send(self, call: ChatCall, stream: bool) -> Response:
+        assert self._pool is not None, "provider not started"
         try:
-            async with self._session.post(
-                self._url, data=self._payload(call, False), headers=self._headers
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise map_error(resp.status, raw, resp.headers, self.deployment.id)
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            resp = await self._pool.request("POST", "/chat/completions", self._payload(call, stream))
+            if resp.status >= 400:
+                raise map_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
+            return resp
+        except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise _transport_error(exc, self.deployment.id) from None
+
+    async def chat(self, call: ChatCall) -> dict[str, Any]:
+        resp = await self._send(call, stream=False)
+        try:
+            raw = await resp.read()
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
             raise _transport_error(exc, self.deployment.id) from None
         try:
             data = orjson.loads(raw)
@@ -91,22 +88,13 @@ class OpenAIProvider(Provider):
         return data
 
     async def chat_stream(self, call: ChatCall) -> AsyncIterator[bytes]:
-        assert self._session is not None, "provider not started"
         dep_id = self.deployment.id
+        resp = await self._send(call, stream=True)
         try:
-            resp = await self._session.post(
-                self._url, data=self._payload(call, True), headers=self._headers
-            )
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            raise _transport_error(exc, dep_id) from None
-        try:
-            if resp.status >= 400:
-                raw = await resp.read()
-                raise map_error(resp.status, raw, resp.headers, dep_id)
-            if not resp.content_type.startswith("text/event-stream"):
+            if resp.content_type != "text/event-stream":
                 raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
             done = False
-            async for event in parse_events(_lines(resp.content)):
+            async for event in parse_events(_lines(resp.iter_chunks())):
                 data = event.data
                 if data == b"[DONE]":
                     done = True
@@ -116,7 +104,7 @@ class OpenAIProvider(Provider):
                 yield data
             if not done:
                 raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
             raise _transport_error(exc, dep_id) from None
         finally:
             resp.release()
@@ -125,10 +113,10 @@ class OpenAIProvider(Provider):
 PROVIDER = OpenAIProvider
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Split the body into lines ourselves: aiohttp's readline caps line length."""
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Split the body into lines (SSE events may span or share network chunks)."""
     buffer = b""
-    async for piece in content.iter_any():
+    async for piece in chunks:
         buffer += piece
         if b"\n" not in piece:
             continue
@@ -155,11 +143,13 @@ def _raise_if_error_event(data: bytes, dep_id: str) -> None:
 
 
 def _transport_error(exc: BaseException, dep_id: str) -> GatewayError:
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, UpstreamTimeout):
         return upstream_error(504, f"Deployment {dep_id} timed out.", code="upstream_timeout")
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, UpstreamProtocolError):
         return upstream_error(502, f"Deployment {dep_id} broke off its response.", code="upstream_stream_broken")
-    return upstream_error(502, f"Could not reach deployment {dep_id} ({type(exc).__name__}).", code="upstream_connection_error")
+    # The detail (addresses, TLS errors) is for the operator's log, not for clients.
+    log.warning("deployment %s unreachable: %s", dep_id, exc)
+    return upstream_error(502, f"Could not reach deployment {dep_id}.", code="upstream_connection_error")
 
 
 def map_error(status: int, raw: bytes, headers: Mapping[str, str], dep_id: str) -> GatewayError:

@@ -30,7 +30,7 @@ from switchyard.server.request_id import RequestIdMiddleware
 from switchyard.server.responses import error_response
 from switchyard.server.routes import routes
 from switchyard.server.state import AppState
-from switchyard.store.database import default_url, make_engine
+from switchyard.store.database import Store, default_url
 from switchyard.wire.errors import GatewayError, server_error
 
 log = logging.getLogger("switchyard.server")
@@ -77,9 +77,10 @@ def build_app(settings: Settings) -> ASGIApp:
     if new_key:
         print(f"switchyard: generated admin key (shown once, store it now): {new_key}", flush=True)
     tiers = load_tiers(settings.tiers)
-    engine = make_engine(settings.database_url or default_url(settings.data_dir), settings.sqlite_synchronous)
+    store = Store(settings.database_url or default_url(settings.data_dir), settings.sqlite_synchronous)
+    engine = store.engine
     directory = Directory(engine, static_keys(settings, master_digest), asyncio.Lock())
-    writer = LedgerWriter(engine, directory)
+    writer = LedgerWriter(store, directory)
     events = UsageEvents()
     writer.listeners.append(events.publish)
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else LocalRateLimiter()
@@ -102,7 +103,7 @@ def build_app(settings: Settings) -> ASGIApp:
             await directory.close()
             await table.close()
             await limiter.close()
-            await engine.dispose()
+            await store.close()
 
     app = Starlette(
         routes=routes(),

@@ -6,6 +6,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -40,10 +41,13 @@ def test_admin_key_is_generated_printed_once_and_kept_as_hash(tmp_path: Path, up
 def test_several_workers_serve(tmp_path: Path, upstream: StandInUpstream) -> None:
     gw = start_gateway(tmp_path, config=upstream_config(upstream), args=["--workers", "2"])
     try:
+        deadline = time.monotonic() + 60
+        while gw.logs().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert gw.logs().count("Started server process") == 2
         client = gw.client()
         for _ in range(10):
             assert client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "hi"}]).choices
-        assert gw.logs().count("Started server process") == 2
     finally:
         gw.stop()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from switchyard.server.routes import admin, chat, health, models, usage
+from switchyard.server.routes import admin, chat, cost, health, models, usage
 
 
 def routes() -> list[Route]:
@@ -13,6 +13,7 @@ def routes() -> list[Route]:
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         Route("/v1/usage", usage.own_usage, methods=["GET"]),
+        Route("/v1/cost/estimate", cost.estimate_cost, methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         *admin.routes(),
     ]

@@ -74,10 +74,23 @@ async def balance(request: Request, state: AppState) -> Any:
     return await state.admin.balance(request.path_params["org"])
 
 
+def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_request(f"'{name}' must be an integer.", param=name) from None
+    if not low <= value <= high:
+        raise invalid_request(f"'{name}' must be between {low} and {high}.", param=name)
+    return value
+
+
 async def ledger(request: Request, state: AppState) -> Any:
-    limit = min(int(request.query_params.get("limit", 100)), 1000)
-    after = request.query_params.get("after")
-    return await state.admin.ledger(request.path_params["org"], limit, int(after) if after else None)
+    limit = _int_param(request, "limit", 100, 1, 1000) or 100
+    after = _int_param(request, "after", None, 0, 2**63 - 1)
+    return await state.admin.ledger(request.path_params["org"], limit, after)
 
 
 async def create_key(request: Request, state: AppState) -> Any:
