@@ -10,18 +10,25 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Row, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, new_key
 from switchyard.accounts.records import OPERATOR_ORG_ID
 from switchyard.metering.cost import NANOS_PER_USD, usd
 from switchyard.store.schema import api_keys, changes, ledger_entries, organizations, usage_records
 from switchyard.wire.errors import GatewayError, invalid_request, not_found
+
+class FundsSync(Protocol):
+    async def credit_org(self, org_id: str, delta_nanos: int) -> None: ...
+    async def credit_key(self, key_id: str, delta_nanos: int) -> None: ...
+    async def forget(self, org_id: str | None = None, key_id: str | None = None) -> None: ...
+
 
 MONEY_KINDS = ("topup", "reserve", "settle", "release", "refund", "adjustment")
 MAX_NANOS = 10**18  # one billion USD per amount: sums of them stay far inside a 64-bit integer
@@ -106,9 +113,11 @@ def _optional_int(value: Any, param: str) -> int | None:
 
 
 class AccountsAdmin:
-    def __init__(self, engine: AsyncEngine, tiers: Iterable[str]) -> None:
+    def __init__(self, engine: AsyncEngine, tiers: Iterable[str], funds: FundsSync | None = None) -> None:
         self.engine = engine
         self.tiers = set(tiers)
+        # Shared holds (Redis) follow every change of what an org or key may spend.
+        self.funds: FundsSync = funds or Funds()
 
     def _tier(self, tier: Any) -> str:
         if not isinstance(tier, str) or tier not in self.tiers:
@@ -165,7 +174,8 @@ class AccountsAdmin:
             return [org_object(r) for r in await conn.execute(select(organizations).order_by(organizations.c.created_at))]
 
     async def update_org(self, ref: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        org_id = (await self.get_org(ref))["id"]
+        before = await self.get_org(ref)
+        org_id = before["id"]
         values: dict[str, Any] = {}
         if "tier" in body:
             values["tier"] = self._tier(body["tier"])
@@ -191,7 +201,12 @@ class AccountsAdmin:
                 await _feed(conn, "org", org_id)
         except IntegrityError:
             raise GatewayError(409, f"An organization named '{values['name']}' already exists.", param="name", code="conflict") from None
-        return await self.get_org(org_id)
+        after = await self.get_org(org_id)
+        if after["prepaid"] != before["prepaid"]:
+            await self.funds.forget(org_id=org_id)
+        elif "overdraft_nanos" in values:
+            await self.funds.credit_org(org_id, values["overdraft_nanos"] - to_nanos(before["overdraft_usd"], "overdraft_usd"))
+        return after
 
     async def move_money(self, ref: str, amount_nanos: int, kind: str, note: str | None = None) -> dict[str, Any]:
         """Top-ups (positive), refunds (positive) and adjustments (either sign), each a ledger entry."""
@@ -208,6 +223,7 @@ class AccountsAdmin:
             await conn.execute(update(organizations).where(organizations.c.id == org_id).values(
                 balance_nanos=organizations.c.balance_nanos + amount_nanos, updated_at=now_ms()))
             await _feed(conn, "org", org_id)
+        await self.funds.credit_org(org_id, amount_nanos)
         return await self.get_org(org_id)
 
     async def balance(self, ref: str) -> dict[str, Any]:
@@ -278,7 +294,7 @@ class AccountsAdmin:
             return [key_object(r) for r in await conn.execute(q)]
 
     async def update_key(self, key_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        await self.get_key(key_id)
+        before = await self.get_key(key_id)
         values: dict[str, Any] = {}
         if body.get("revoked"):
             values["revoked_at"] = now_ms()
@@ -298,7 +314,15 @@ class AccountsAdmin:
         async with self.engine.begin() as conn:
             await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
             await _feed(conn, "key", key_id)
-        return await self.get_key(key_id)
+        after = await self.get_key(key_id)
+        if (before["budget_usd"] is None) != (after["budget_usd"] is None):
+            await self.funds.forget(key_id=key_id)
+        elif after["budget_usd"] is not None:
+            def room(k: dict[str, Any]) -> int:
+                return to_nanos(k["budget_usd"], "budget_usd") + to_nanos(k["overdraft_usd"], "overdraft_usd")
+
+            await self.funds.credit_key(key_id, room(after) - room(before))
+        return after
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
         return await self.update_key(key_id, {"revoked": True})

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from switchyard.accounts.funds import Funds, Hold
 from switchyard.accounts.ledger import LedgerWriter, Settlement
+from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.records import Principal
 from switchyard.catalog import ModelSpec
 from switchyard.limits import Limits, RateLimiter, Scope, Tier
@@ -53,7 +54,7 @@ def billed_tier(tier: object, spec: ModelSpec) -> str | None:
 class Billing:
     def __init__(
         self,
-        funds: Funds,
+        funds: Funds | SharedFunds,
         limiter: RateLimiter,
         tiers: dict[str, Tier],
         writer: LedgerWriter,
@@ -97,7 +98,7 @@ class Billing:
             price_multiplier=principal.org.price_multiplier,
         )
         try:
-            hold = self.funds.reserve(principal, worst)
+            hold = await self.funds.reserve(principal, worst)
         except GatewayError as exc:
             await self.limiter.correct(scopes, rate_tokens, 0)
             exc.headers.update(admission.headers)
@@ -134,8 +135,10 @@ class Billing:
         )
         try:
             await self.writer.settle(settlement)
-        finally:
-            self.funds.release(ticket.hold)
+        except BaseException:
+            await self.funds.release(ticket.hold)
+            raise
+        await self.funds.release(ticket.hold, cost)
         await self.limiter.correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
         return cost
 
@@ -144,7 +147,7 @@ class Billing:
         if ticket.settled:
             return
         ticket.settled = True
-        self.funds.release(ticket.hold)
+        await self.funds.release(ticket.hold)
         await self.limiter.correct(ticket.scopes, ticket.rate_tokens, 0)
 
 

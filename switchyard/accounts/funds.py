@@ -1,7 +1,8 @@
 """Holds on money for requests in flight: reserve the worst case, settle or release afterwards.
 
-The check and the hold happen with no await between them, so no interleaving of concurrent
-requests in this worker can take a key or an organisation past its limit plus overdraft.
+`Funds` keeps holds in this process: exact for one worker, since the check and the hold happen
+with no await between them. Several workers or replicas share holds through Redis instead
+(`shared_funds.SharedFunds`, same interface).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class Hold:
     org_id: str
     key_id: str
     amount_nanos: int
+    counted_org: bool = True
+    counted_key: bool = True
     released: bool = False
 
 
@@ -37,7 +40,7 @@ class Funds:
     def key_held(self, key_id: str) -> int:
         return self._key_held.get(key_id, 0)
 
-    def reserve(self, principal: Principal, amount_nanos: int) -> Hold:
+    async def reserve(self, principal: Principal, amount_nanos: int) -> Hold:
         org, key = principal.org, principal.key
         if org.prepaid:
             available = org.balance_nanos + org.overdraft_nanos - self._org_held[org.id]
@@ -57,8 +60,8 @@ class Funds:
         self._key_held[key.id] += amount_nanos
         return Hold(org.id, key.id, amount_nanos)
 
-    def release(self, hold: Hold) -> None:
-        """Drop the hold (once): on settlement, the settled cost is in the balance instead."""
+    async def release(self, hold: Hold, settled_nanos: int = 0) -> None:
+        """Drop the hold (once). The settled cost is already in the cached balance by then."""
         if hold.released:
             return
         hold.released = True
@@ -68,3 +71,19 @@ class Funds:
                 book[ident] = left
             else:
                 del book[ident]
+
+    # Operators' changes reach this process through the change feed; nothing to do here.
+    async def credit_org(self, org_id: str, delta_nanos: int) -> None:
+        return None
+
+    async def credit_key(self, key_id: str, delta_nanos: int) -> None:
+        return None
+
+    async def forget(self, org_id: str | None = None, key_id: str | None = None) -> None:
+        return None
+
+    async def reset(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.admin import AccountsAdmin, to_nanos
 from switchyard.config import load_settings
 from switchyard.limits import load_tiers
@@ -55,10 +56,15 @@ def run(action: Callable[[AccountsAdmin], Awaitable[T]]) -> T:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         await prepare_store(settings)
-        engine = make_engine(settings.database_url or default_url(settings.data_dir), settings.sqlite_synchronous)
+        url = settings.database_url or default_url(settings.data_dir)
+        engine = make_engine(url, settings.sqlite_synchronous)
+        # With Redis configured, running gateways share holds there: changes must reach it too.
+        funds = SharedFunds(settings.redis_url, url) if settings.redis_url else None
         try:
-            return await action(AccountsAdmin(engine, tiers))
+            return await action(AccountsAdmin(engine, tiers, funds))
         finally:
+            if funds is not None:
+                await funds.close()
             await engine.dispose()
 
     try:

@@ -13,7 +13,7 @@ from switchyard.accounts.keys import ensure_master_key
 from switchyard.catalog import CatalogError, load_catalog
 from switchyard.config import ConfigError, load_settings
 from switchyard.routing.table import ModelTable
-from switchyard.store.prepare import prepare_store
+from switchyard.store.prepare import prepare_store, reset_shared_holds
 
 
 def serve(
@@ -47,8 +47,16 @@ def serve(
         typer.echo(f"switchyard: {exc}", err=True)
         raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.workers > 1 and not settings.redis_url:
+        typer.echo(
+            "switchyard: several workers share rate limits and money holds through Redis: "
+            "set SWITCHYARD_REDIS_URL (or redis.url in the config), or run one worker.",
+            err=True,
+        )
+        raise typer.Exit(2)
     # Migrate once, here, before any worker starts: workers never race on the schema.
     asyncio.run(prepare_store(settings))
+    asyncio.run(reset_shared_holds(settings))
     # Generate the admin key here, once, before workers start, so it is printed exactly once.
     _, new_key = ensure_master_key(settings.master_key, settings.master_key_file)
     if new_key:

@@ -21,6 +21,7 @@ from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, ensure_master_key
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
+from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.catalog import load_catalog
 from switchyard.config import Settings, load_settings
 from switchyard.gateway import Gateway
@@ -83,10 +84,13 @@ def build_app(settings: Settings) -> ASGIApp:
     writer = LedgerWriter(store, directory)
     events = UsageEvents()
     writer.listeners.append(events.publish)
+    database_url = settings.database_url or default_url(settings.data_dir)
+    # One worker keeps rate limits and money holds in memory; several share them through Redis.
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else LocalRateLimiter()
-    billing = Billing(Funds(), limiter, tiers, writer, settings.default_output_estimate)
+    funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url) if settings.redis_url else Funds()
+    billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate)
     state = AppState(
-        settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers), events=events,
+        settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers, funds), events=events,
         table=table, gateway=Gateway(table, billing),
     )
 
@@ -103,6 +107,7 @@ def build_app(settings: Settings) -> ASGIApp:
             await directory.close()
             await table.close()
             await limiter.close()
+            await funds.close()
             await store.close()
 
     app = Starlette(

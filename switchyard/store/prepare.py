@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from switchyard.accounts.admin import AccountsAdmin
+from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.config import Settings
 from switchyard.limits import load_tiers
 from switchyard.store.database import default_url, make_engine, migrate
@@ -15,3 +16,13 @@ async def prepare_store(settings: Settings) -> None:
         await AccountsAdmin(engine, load_tiers(settings.tiers)).ensure_operator_org()
     finally:
         await engine.dispose()
+
+
+async def reset_shared_holds(settings: Settings) -> None:
+    """At `serve` start no request is in flight: rebuild the shared counters from the database."""
+    if settings.redis_url:
+        funds = SharedFunds(settings.redis_url, settings.database_url or default_url(settings.data_dir))
+        try:
+            await funds.reset()
+        finally:
+            await funds.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import yaml
 
 from tests.conftest import StandInUpstream, start_gateway, upstream_config
 
@@ -39,7 +41,8 @@ def test_admin_key_is_generated_printed_once_and_kept_as_hash(tmp_path: Path, up
 
 
 def test_several_workers_serve(tmp_path: Path, upstream: StandInUpstream) -> None:
-    gw = start_gateway(tmp_path, config=upstream_config(upstream), args=["--workers", "2"])
+    gw = start_gateway(tmp_path, config=upstream_config(upstream), args=["--workers", "2"],
+                       env={"SWITCHYARD_REDIS_URL": "redis://127.0.0.1:6379/0"})
     try:
         deadline = time.monotonic() + 60
         while gw.logs().count("Application startup complete") < 2 and time.monotonic() < deadline:
@@ -72,3 +75,16 @@ def test_env_keys_and_flags(tmp_path: Path, upstream: StandInUpstream) -> None:
             gw.client(key="sk-c").models.list()
     finally:
         gw.stop()
+
+
+def test_several_workers_need_redis(tmp_path: Path, upstream: StandInUpstream) -> None:
+    """Without a shared store, each worker would hold money and count limits on its own."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(upstream_config(upstream)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchyard", "serve", "--config", str(cfg), "--workers", "2", "--port", "1"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")},
+    )
+    assert proc.returncode == 2
+    assert "SWITCHYARD_REDIS_URL" in proc.stderr
