@@ -636,6 +636,10 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
             f"        base_url: http://127.0.0.1:{up_port}/v1\n"
             "        api_key_env: BENCH_UPSTREAM_KEY\n"
             f"        model: {MODEL}\n"
+            # Accounts, metering and limits on: a tier whose limits are checked on every request
+            # but set high enough that the load generator never hits them.
+            "tiers:\n"
+            "  bench: {rpm: 100000000, tpm: 100000000000}\n"
         )
         data_dir = workdir / "switchyard-data"
         data_dir.mkdir(exist_ok=True)
@@ -646,9 +650,17 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
             SWITCHYARD_MASTER_KEY=MASTER_KEY,
             BENCH_UPSTREAM_KEY="dummy",
         )
+        # A prepaid organisation with a balance and a key with a budget: every request is rate
+        # limited, reserved, metered, priced and settled durably, as for a real customer.
+        def cli(*argv: str) -> str:
+            return subprocess.run([str(bin_path), *argv], env=env, cwd=workdir, check=True,
+                                  capture_output=True, text=True).stdout
+        cli("orgs", "create", "bench", "--tier", "bench")
+        cli("topup", "bench", "1000000")
+        key = json.loads(cli("keys", "create", "--org", "bench", "--name", "bench", "--budget-usd", "1000000", "--json"))["key"]
         cmd = [str(bin_path), "serve", "--host", "127.0.0.1", "--port", str(t.port), "--workers", "1"]
         t.server = Server(name, cmd, logdir / "switchyard.log", gw_cpu, env=env, cwd=workdir)
-        t.headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+        t.headers = {"Authorization": f"Bearer {key}"}
         t.version = switchyard_version(bin_path)
         t.ready_path = "/healthz"
     elif name == "litellm":

@@ -19,6 +19,7 @@ from switchyard.accounts.billing import Billing, Ticket, usd_number
 from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
 from switchyard.metering.cost import TokenUsage
+from switchyard.metering.estimate import image_token_count
 from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported
 from switchyard.providers import ChatCall
@@ -56,8 +57,9 @@ class Gateway:
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
         dep = group[0]
         check_capabilities(request, dep)
-        check_size(request, dep, self._prompt_tokens(request, dep))
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, dep)
+        images = image_token_count(request, dep.spec) if request.has_images else 0
+        check_size(request, dep, self._prompt_tokens(request, dep) + images)
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, dep, images)
         call = ChatCall(request=request, body=raw, upstream_model=dep.config.model, request_id=request_id)
         headers = {"x-switchyard-deployment": dep.id, **limit_headers}
         if not request.stream:

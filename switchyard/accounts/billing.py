@@ -79,9 +79,9 @@ class Billing:
 
     async def admit(
         self, request_id: str, principal: Principal, public_model: str, request: ChatRequest,
-        dep: Deployment, endpoint: str = "/v1/chat/completions",
+        dep: Deployment, image_tokens: int, endpoint: str = "/v1/chat/completions",
     ) -> tuple[Ticket, dict[str, str]]:
-        est = estimate(request, dep.spec, dep.max_output_tokens, dep.context_window)
+        est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
         scopes = self.scopes(principal)
         expected_output = request.output_limit or min(self.default_output_estimate, est.output_bound)
         rate_tokens = est.input_estimate + expected_output

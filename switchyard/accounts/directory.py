@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.accounts.keys import digest, redact
@@ -87,12 +87,22 @@ class Directory:
             self._last_change = rows[-1].id
             return len(rows)
 
-    def start_polling(self, interval: float = 0.25) -> None:
+    async def prune(self, keep_seconds: float = 600) -> None:
+        """The feed only has to outlive the slowest poller: drop what every worker has long seen."""
+        cutoff = int((time.time() - keep_seconds) * 1000)
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(changes).where(changes.c.created_at < cutoff))
+
+    def start_polling(self, interval: float = 0.25, prune_every: float = 60) -> None:
         async def poll() -> None:
+            last_prune = time.monotonic()
             while True:
                 await asyncio.sleep(interval)
                 try:
                     await self.refresh()
+                    if time.monotonic() - last_prune > prune_every:
+                        last_prune = time.monotonic()
+                        await self.prune()
                 except Exception:  # a database hiccup must not stop the poller for good
                     log.exception("refreshing accounts failed; retrying")
 

@@ -50,9 +50,9 @@ def image_token_count(request: ChatRequest, spec: ModelSpec) -> int:
     return total
 
 
-def estimate(request: ChatRequest, spec: ModelSpec, max_output_tokens: int, context_window: int) -> Estimate:
+def estimate(request: ChatRequest, max_output_tokens: int, context_window: int, images: int) -> Estimate:
+    """`images`: the request's image tokens (`image_token_count`), counted once by the caller."""
     text_bound = prompt_bytes_bound(request)
-    images = image_token_count(request, spec) if request.has_images else 0
     output = request.output_limit or max_output_tokens
     return Estimate(
         input_bound=text_bound + images,

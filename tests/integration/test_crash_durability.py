@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import Admin, StandInUpstream, start_gateway, upstream_config
 
@@ -30,9 +31,15 @@ def _load(base_url: str, key: str, received: list[str], stop: threading.Event, s
                 time.sleep(0.01)
 
 
-def test_kill_9_under_load_loses_no_bill(tmp_path: Path, upstream: StandInUpstream) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_kill_9_under_load_loses_no_bill(
+    tmp_path: Path, upstream: StandInUpstream, backend: str, request: pytest.FixtureRequest
+) -> None:
     config = upstream_config(upstream)
-    gw = start_gateway(tmp_path, config=config, env={"STANDIN_KEY": "x"})
+    env = {"STANDIN_KEY": "x"}
+    if backend == "postgres":
+        env["SWITCHYARD_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    gw = start_gateway(tmp_path, config=config, env=env)
     admin = Admin(gw)
     org = admin.org("acme", tier="unlimited")
     admin.topup(org["id"], "1000")
@@ -51,7 +58,7 @@ def test_kill_9_under_load_loses_no_bill(tmp_path: Path, upstream: StandInUpstre
         t.join()
     assert in_flight_before > 50, "the load reached the server"
 
-    again = start_gateway(tmp_path, config=config, env={"STANDIN_KEY": "x"})
+    again = start_gateway(tmp_path, config=config, env=env)
     try:
         admin = Admin(again)
         usage = admin.call("GET", "/usage", params={"org": org["id"]})["data"][0]
