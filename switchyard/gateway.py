@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,11 @@ class Outcome:
 
     deployment: Deployment
     body: dict[str, Any] | None = None
-    frames: AsyncIterator[bytes] | None = None
+    frames: AsyncGenerator[bytes, None] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # For streams: run when the response is over, however it ended. A client that leaves before
+    # the first frame is sent never starts `frames`, so its bill and hold are settled here.
+    finish: Callable[[], Awaitable[None]] | None = None
 
 
 class Gateway:
@@ -58,7 +61,7 @@ class Gateway:
         dep = group[0]
         check_capabilities(request, dep)
         images = image_token_count(request, dep.spec) if request.has_images else 0
-        check_size(request, dep, self._prompt_tokens(request, dep) + images)
+        check_size(request, dep, self._prompt_tokens(request, dep, images))
         ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, dep, images)
         call = ChatCall(request=request, body=raw, upstream_model=dep.config.model, request_id=request_id)
         headers = {"x-switchyard-deployment": dep.id, **limit_headers}
@@ -76,22 +79,32 @@ class Gateway:
         stream = dep.provider.chat_stream(call)
         try:
             first = await anext(stream)
+            if not first:
+                raise StopAsyncIteration
         except BaseException as exc:
             await stream.aclose()
             await self.billing.abandon(ticket)
             if isinstance(exc, StopAsyncIteration):
                 raise GatewayError(502, f"Deployment {dep.id} sent an empty stream.", type="upstream_error", code="upstream_invalid_response") from None
             raise
-        return Outcome(dep, frames=self._relay(ticket, first, stream), headers=headers)
+        frames = self._relay(ticket, first, stream)
+
+        async def finish() -> None:
+            await frames.aclose()  # runs the relay's own cleanup if it started
+            if not ticket.settled:
+                await stream.aclose()
+                await self._settle(ticket, None, None, "", "cancelled")
+
+        return Outcome(dep, frames=frames, headers=headers, finish=finish)
 
     @staticmethod
-    def _prompt_tokens(request: ChatRequest, dep: Deployment) -> int:
+    def _prompt_tokens(request: ChatRequest, dep: Deployment, image_tokens: int) -> int:
         """Prompt size for the context check; exact counting only when the cheap bound cannot prove a fit."""
-        bound = prompt_bytes_bound(request)
+        bound = prompt_bytes_bound(request) + image_tokens
         if bound + (request.output_limit or 0) <= dep.context_window:
             return min(bound, dep.context_window - 1)
         exact = dep.provider.count_prompt_tokens(request)
-        return exact if exact is not None else count_prompt_tokens(request)
+        return (exact if exact is not None else count_prompt_tokens(request)) + image_tokens
 
     async def _settle(
         self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str
@@ -106,7 +119,9 @@ class Gateway:
         _log(ticket, metered, cost, status)
         return cost, metered
 
-    async def _relay(self, ticket: Ticket, first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, ticket: Ticket, first: list[bytes], stream: AsyncIterator[list[bytes]]
+    ) -> AsyncGenerator[bytes, None]:
         """Frame chunks as SSE; bill before the last frame; keep the usage chunk only if asked for."""
         want_usage = ticket.request.wants_usage_chunk
         usage_obj: dict[str, Any] | None = None
@@ -115,31 +130,34 @@ class Gateway:
         sent: list[bytes] = []  # what reached the client, to count if the upstream never reports usage
         status = "cancelled"
         try:
-            chunk: bytes | None = first
-            while chunk is not None:
-                if _HAS_USAGE(chunk):
-                    obj = orjson.loads(chunk)
-                    usage_obj, tier = obj.get("usage") or usage_obj, obj.get("service_tier", tier)
-                    if obj.get("choices"):
+            batch: list[bytes] | None = first
+            while batch is not None:
+                frames = []
+                for chunk in batch:
+                    if _HAS_USAGE(chunk):
+                        obj = orjson.loads(chunk)
+                        usage_obj, tier = obj.get("usage") or usage_obj, obj.get("service_tier", tier)
+                        if not obj.get("choices"):
+                            usage_chunk = obj  # held back until the bill is committed
+                            continue
                         obj["usage"] = None
-                        frame = orjson.dumps(obj)
-                        sent.append(frame)
-                        yield data_frame(frame)
-                    else:
-                        usage_chunk = obj  # held back until the bill is committed
-                else:
+                        chunk = orjson.dumps(obj)
                     sent.append(chunk)
-                    yield data_frame(chunk)
-                chunk = await anext(stream, None)
+                    frames.append(data_frame(chunk))
+                if frames:
+                    yield b"".join(frames)
+                batch = await anext(stream, None)
             status = "completed"
             cost, metered = await self._settle(
                 ticket, usage_obj, tier, _delivered_text(sent) if usage_obj is None else "", status)
+            tail = []
             if want_usage:
                 if usage_chunk is None:  # the upstream reported none: send our own count
-                    usage_chunk = {**_head(first), "choices": [], "usage": _usage_object(metered)}
+                    usage_chunk = {**_head(first[0]), "choices": [], "usage": _usage_object(metered)}
                 usage_chunk["usage"]["cost"] = usd_number(cost)
-                yield data_frame(orjson.dumps(usage_chunk))
-            yield DONE
+                tail.append(data_frame(orjson.dumps(usage_chunk)))
+            tail.append(DONE)
+            yield b"".join(tail)
         except GatewayError as exc:
             # Headers are gone: bill what was delivered, then an `error` event (the SDK raises APIError).
             status = "partial"
@@ -148,11 +166,13 @@ class Gateway:
         finally:
             await stream.aclose()
             if not ticket.settled:
-                # The client went away: bill what it was sent, without holding up the closed response.
+                # The client went away: bill what it was sent. Shielded, so the bill is made even if
+                # this task is cancelled while it waits.
                 task = asyncio.get_running_loop().create_task(
                     self._settle(ticket, None, tier, _delivered_text(sent), "cancelled"))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+                await asyncio.shield(task)
 
 
 def _head(chunk: bytes) -> dict[str, Any]:

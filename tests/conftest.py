@@ -129,7 +129,7 @@ def upstream_config(upstream: StandInUpstream, read_timeout: float = 30) -> dict
             "model": behaviour, "catalog": "gpt-5.2", "timeouts": {"connect": 2, "read": read_timeout},
         }]}
 
-    behaviours = ["ok", "tools", "slow", "broken-stream", "error-event", "no-done", "garbage",
+    behaviours = ["ok", "tools", "slow", "broken-stream", "error-event", "no-done", "garbage", "slow-stream",
                   "status-400", "status-401", "status-404", "status-429", "status-500", "status-503"]
     models = {"gpt-5.2": dep("ok")} | {f"sim-{b}": dep(b) for b in behaviours}
     models["small-window"] = {"deployments": [{

@@ -8,6 +8,7 @@ serves many requests, and with no load a settlement commits at once.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import logging
 import time
 from collections import defaultdict
@@ -126,13 +127,13 @@ class LedgerWriter:
         usage_rows = [s.usage_row() for s in batch]
         now = int(time.time() * 1000)
 
-        def write(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
-            if conn.dialect.name == "sqlite":
-                return _write_sqlite(conn, usage_rows, ledger_rows, org_delta, key_delta, now)
-            return _write_core(conn, usage_rows, ledger_rows, org_delta, key_delta, now)
-
         async with self._directory.lock:
-            balances, spent = await self._store.transaction(write)
+            if self._store.is_sqlite:
+                balances, spent = await self._store.sqlite_transaction(
+                    lambda conn: _write_sqlite(conn, usage_rows, ledger_rows, org_delta, key_delta, now))
+            else:
+                balances, spent = await self._store.transaction(
+                    lambda conn: _write_core(conn, usage_rows, ledger_rows, org_delta, key_delta, now))
             self._directory.apply_settled(balances, spent)
 
 
@@ -180,10 +181,10 @@ _CHANGE_SQL = "INSERT INTO changes (entity, entity_id, created_at) VALUES (?, ?,
 
 
 def _write_sqlite(
-    conn: Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
+    conn: sqlite3.Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
     org_delta: Deltas, key_delta: Deltas, now: int,
 ) -> tuple[Deltas, Deltas]:
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cur = conn.cursor()
     try:
         cur.executemany(_USAGE_SQL, [tuple(r[c] for c in _USAGE_COLUMNS) for r in usage_rows])
         if ledger_rows:

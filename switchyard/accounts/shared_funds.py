@@ -11,6 +11,7 @@ serve` clears these counters on start, so they are rebuilt from the database.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,6 +54,10 @@ class SharedFunds:
         self._prefix = namespace(database_url)
         self._reserve = self._redis.register_script(_RESERVE)
         self._credit = self._redis.register_script(_CREDIT)
+        self._held: defaultdict[str, int] = defaultdict(int)  # this worker's share, for operators
+
+    def org_held(self, org_id: str) -> int:
+        return self._held.get(org_id, 0)
 
     def _org(self, org_id: str) -> str:
         return f"{self._prefix}org:{org_id}"
@@ -78,12 +83,16 @@ class SharedFunds:
                     f"You exceeded your current quota: this request may cost up to ${usd(amount_nanos)} and "
                     f"{whose} ${usd(max(int(left), 0))} available."
                 )
+        self._held[org.id] += amount_nanos
         return Hold(org.id, key.id, amount_nanos, counted_org=org.prepaid, counted_key=key.budget_nanos is not None)
 
     async def release(self, hold: Hold, settled_nanos: int = 0) -> None:
         if hold.released:
             return
         hold.released = True
+        self._held[hold.org_id] -= hold.amount_nanos
+        if not self._held[hold.org_id]:
+            del self._held[hold.org_id]
         back = hold.amount_nanos - settled_nanos
         keys = ([self._org(hold.org_id)] if hold.counted_org else []) + ([self._key(hold.key_id)] if hold.counted_key else [])
         if keys and back:

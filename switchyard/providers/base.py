@@ -61,8 +61,11 @@ class Provider(ABC):
         """Return a complete `chat.completion` object including `usage`."""
 
     @abstractmethod
-    def chat_stream(self, call: ChatCall) -> AsyncIterator[bytes]:
-        """Yield `chat.completion.chunk` JSON payloads; the last one carries `usage`.
+    def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
+        """Yield batches of `chat.completion.chunk` JSON payloads; the last one carries `usage`.
+
+        A batch is what arrived together: relaying it in one write costs one send, not one
+        per chunk, while nothing waits for more to arrive.
 
         Errors before the first chunk raise `GatewayError`; errors after it also raise, and
         the caller turns them into an error event on the client's stream.

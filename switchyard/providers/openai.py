@@ -17,7 +17,7 @@ import orjson
 from switchyard.providers.base import ChatCall, Provider
 from switchyard.providers.http import HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from switchyard.wire.errors import GatewayError, upstream_error
-from switchyard.wire.sse import parse_events
+from switchyard.wire.sse import SSEDecoder
 
 log = logging.getLogger("switchyard.providers.openai")
 
@@ -87,21 +87,28 @@ class OpenAIProvider(Provider):
             raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid response.", code="upstream_invalid_response")
         return data
 
-    async def chat_stream(self, call: ChatCall) -> AsyncIterator[bytes]:
+    async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
         dep_id = self.deployment.id
         resp = await self._send(call, stream=True)
         try:
             if resp.content_type != "text/event-stream":
                 raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
+            decoder = SSEDecoder()
             done = False
-            async for event in parse_events(_lines(resp.iter_chunks())):
-                data = event.data
-                if data == b"[DONE]":
-                    done = True
+            async for piece in resp.iter_chunks():
+                batch = []
+                for event in decoder.feed(piece):
+                    data = event.data
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    if b'"error"' in data:
+                        _raise_if_error_event(data, dep_id)
+                    batch.append(data)
+                if batch:
+                    yield batch
+                if done:
                     break
-                if b'"error"' in data:
-                    _raise_if_error_event(data, dep_id)
-                yield data
             if not done:
                 raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
         except (UpstreamTimeout, UpstreamProtocolError) as exc:
@@ -111,20 +118,6 @@ class OpenAIProvider(Provider):
 
 
 PROVIDER = OpenAIProvider
-
-
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Split the body into lines (SSE events may span or share network chunks)."""
-    buffer = b""
-    async for piece in chunks:
-        buffer += piece
-        if b"\n" not in piece:
-            continue
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line
-    if buffer:
-        yield buffer
 
 
 def _raise_if_error_event(data: bytes, dep_id: str) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from switchyard.wire.errors import GatewayError
 
@@ -22,9 +23,29 @@ def error_response(exc: GatewayError) -> Response:
     return Response(exc.to_json(), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
-def sse_response(frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> StreamingResponse:
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
-    )
+class SSEResponse(StreamingResponse):
+    """An event stream that runs `finish` however the response ends (client gone included)."""
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
+        finish: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(
+            frames, media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
+        )
+        self._finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._finish is not None:
+                await self._finish()
+
+
+def sse_response(
+    frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
+    finish: Callable[[], Awaitable[None]] | None = None,
+) -> SSEResponse:
+    return SSEResponse(frames, headers, finish)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 DONE = b"data: [DONE]\n\n"
 
 
@@ -27,25 +25,45 @@ class SSEEvent:
         self.data = data
 
 
-async def parse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    """Turn a stream of raw lines into events, per the SSE spec (comments and ids ignored)."""
-    event: str | None = None
-    data: list[bytes] = []
-    async for raw in lines:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield SSEEvent(event, b"\n".join(data))
-            event, data = None, []
-            continue
-        if line.startswith(b":"):
-            continue
-        field, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
-        if field == b"data":
-            data.append(value)
-        elif field == b"event":
-            event = value.decode("utf-8", "replace")
-    if data:
-        yield SSEEvent(event, b"\n".join(data))
+class SSEDecoder:
+    """Incremental SSE parser (per the spec; comments and ids ignored).
+
+    Fed network reads as they come, it returns every event they completed, so a burst of
+    events that arrived together can be relayed together.
+    """
+
+    __slots__ = ("_buffer", "_event", "_data")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event: str | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buffer += chunk
+        if b"\n" not in chunk:
+            return []
+        *lines, self._buffer = self._buffer.split(b"\n")
+        events: list[SSEEvent] = []
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not line:
+                if self._data:
+                    events.append(SSEEvent(self._event, b"\n".join(self._data)))
+                self._event, self._data = None, []
+                continue
+            if line[:1] == b":":
+                continue
+            field, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if field == b"data":
+                self._data.append(value)
+            elif field == b"event":
+                self._event = value.decode("utf-8", "replace")
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """Events left when the body ends without a final blank line."""
+        events = self.feed(b"\n\n") if self._buffer or self._data else []
+        return events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -63,5 +64,35 @@ def test_concurrent_requests_never_overspend(tmp_path: Path, upstream: StandInUp
         balance = admin.balance(org["id"])
         assert balance["consistent"]
         assert balance["balance_nanos"] == 100 * 10**9 - spent
+    finally:
+        gw.stop()
+
+
+def test_clients_leaving_mid_stream_are_billed_and_release_their_holds(tmp_path: Path, upstream: StandInUpstream) -> None:
+    gw = start_gateway(tmp_path, config=upstream_config(upstream), env={"STANDIN_KEY": "x"})
+    try:
+        admin = Admin(gw)
+        org = admin.org("leavers", tier="unlimited")
+        admin.topup(org["id"], "10")
+        key = admin.key(org["id"], name="k")
+        body = {"model": "sim-slow-stream", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20, "stream": True}
+        ids = []
+        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
+            for _ in range(5):
+                with http.stream("POST", gw.base_url + "/chat/completions", json=body) as resp:
+                    lines = resp.iter_lines()
+                    assert next(lines).startswith("data: ")  # the first chunk, then the client leaves
+                    ids.append(resp.headers["x-request-id"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and admin.balance(org["id"])["held_nanos"]:
+            time.sleep(0.1)
+        balance = admin.balance(org["id"])
+        assert balance["held_nanos"] == 0, "every hold was released"
+        assert balance["consistent"]
+        ledger = admin.call("GET", f"/organizations/{org['id']}/ledger", params={"limit": 100})["data"]
+        settled = {e["request_id"] for e in ledger if e["kind"] == "settle"}
+        assert set(ids) <= settled, "each cancelled stream was billed for what it used"
+        usage = admin.call("GET", "/usage", params={"org": org["id"], "group_by": "model"})["data"]
+        assert usage[0]["requests"] == 5
     finally:
         gw.stop()

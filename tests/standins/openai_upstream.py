@@ -13,6 +13,7 @@ Behaviour is chosen by the upstream model id the gateway sends (configure deploy
   broken-stream    streams two chunks then drops the connection
   error-event      streams one chunk then an `error` event
   no-done          streams the answer but closes without [DONE]
+  slow-stream      streams the answer with a pause of 0.3 s between chunks
   garbage          200 with a body that is not JSON
 """
 
@@ -106,6 +107,8 @@ class StandInUpstream:
                 await resp.write(b'data: {"error": {"message": "stand-in exploded", "type": "server_error", "code": "boom"}}\n\n')
                 return resp
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if behaviour == "slow-stream":
+                await asyncio.sleep(0.3)
         if behaviour != "no-done":
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -147,7 +147,7 @@ class LocalProvider(Provider):
             "system_fingerprint": self.fingerprint,
         }
 
-    async def chat_stream(self, call: ChatCall) -> AsyncIterator[bytes]:
+    async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
         plan = self._plan(call.request)
         want_logprobs = plan.sampling.top_logprobs is not None
         head = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()),
@@ -162,7 +162,7 @@ class LocalProvider(Provider):
         usage = _Usage()
         for index, seed in enumerate(self._seeds(call.request)):
             plan.sampling.seed = seed
-            yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
+            yield [chunk(index, {"role": "assistant", "content": "", "refusal": None})]
             tools: ToolCallStream | None = None
             decided = plan.tool_mode is None
             finished: Finished | None = None
@@ -178,16 +178,16 @@ class LocalProvider(Provider):
                 if tools is not None:
                     deltas = tools.feed(event.text)
                     if deltas:
-                        yield chunk(index, {"tool_calls": deltas}, logprobs=event.logprobs)
+                        yield [chunk(index, {"tool_calls": deltas}, logprobs=event.logprobs)]
                 else:
-                    yield chunk(index, {"content": event.text}, logprobs=event.logprobs)
+                    yield [chunk(index, {"content": event.text}, logprobs=event.logprobs)]
             assert finished is not None
             usage.add(finished)
             reason = finished.finish_reason
             if tools is not None and tools.calls and reason == "stop":
                 reason = "tool_calls"
-            yield chunk(index, {}, reason)
-        yield orjson.dumps({**head, "choices": [], "usage": usage.to_dict()})
+            yield [chunk(index, {}, reason)]
+        yield [orjson.dumps({**head, "choices": [], "usage": usage.to_dict()})]
 
 
 PROVIDER = LocalProvider

@@ -71,7 +71,10 @@ async def adjust(request: Request, state: AppState) -> Any:
 
 
 async def balance(request: Request, state: AppState) -> Any:
-    return await state.admin.balance(request.path_params["org"])
+    result = await state.admin.balance(request.path_params["org"])
+    # Money held right now by this worker's requests in flight (zero when idle).
+    result["held_nanos"] = state.gateway.billing.funds.org_held(result["org_id"])
+    return result
 
 
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

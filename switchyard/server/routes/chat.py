@@ -16,5 +16,5 @@ async def chat_completions(request: Request) -> Response:
     raw = await read_json(request, state.settings.max_body_bytes)
     outcome = await state.gateway.chat(raw, principal, request.state.request_id)
     if outcome.frames is not None:
-        return sse_response(outcome.frames, outcome.headers)
+        return sse_response(outcome.frames, outcome.headers, outcome.finish)
     return JSONResponse(outcome.body, headers=outcome.headers)
