@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from redis.exceptions import RedisError
+
 from switchyard.accounts.funds import Funds, Hold
 from switchyard.accounts.ledger import LedgerWriter, Settlement
 from switchyard.accounts.shared_funds import SharedFunds
@@ -85,7 +87,11 @@ class Billing:
         scopes = self.scopes(principal)
         expected_output = request.output_limit or min(self.default_output_estimate, est.output_bound)
         rate_tokens = est.input_estimate + expected_output
-        admission = await self.limiter.admit(scopes, rate_tokens)
+        try:
+            admission = await self.limiter.admit(scopes, rate_tokens)
+        except (RuntimeError, RedisError) as exc:
+            log.error("rate limiter unavailable: %s", exc)
+            raise _shared_state_unavailable() from None
         if not admission.allowed:
             headers = dict(admission.headers)
             if admission.retry_after:
@@ -100,9 +106,13 @@ class Billing:
         try:
             hold = await self.funds.reserve(principal, worst)
         except GatewayError as exc:
-            await self.limiter.correct(scopes, rate_tokens, 0)
+            await self._correct(scopes, rate_tokens, 0)
             exc.headers.update(admission.headers)
             raise
+        except RedisError as exc:
+            log.error("shared funds unavailable: %s", exc)
+            await self._correct(scopes, rate_tokens, 0)
+            raise _shared_state_unavailable() from None
         ticket = Ticket(request_id, principal, public_model, dep, request, endpoint, est, hold, scopes, rate_tokens)
         return ticket, dict(admission.headers)
 
@@ -136,10 +146,10 @@ class Billing:
         try:
             await self.writer.settle(settlement)
         except BaseException:
-            await self.funds.release(ticket.hold)
+            await self._release(ticket.hold, 0)
             raise
-        await self.funds.release(ticket.hold, cost)
-        await self.limiter.correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
+        await self._release(ticket.hold, cost)
+        await self._correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
         return cost
 
     async def abandon(self, ticket: Ticket) -> None:
@@ -147,8 +157,27 @@ class Billing:
         if ticket.settled:
             return
         ticket.settled = True
-        await self.funds.release(ticket.hold)
-        await self.limiter.correct(ticket.scopes, ticket.rate_tokens, 0)
+        await self._release(ticket.hold, 0)
+        await self._correct(ticket.scopes, ticket.rate_tokens, 0)
+
+    # After a request is billed, a Redis outage must not turn its answer into an error: the
+    # shared counters are then a little conservative (a hold kept) until `serve` restarts.
+    async def _release(self, hold: Hold, settled: int) -> None:
+        try:
+            await self.funds.release(hold, settled)
+        except RedisError as exc:
+            log.error("could not release a hold in Redis: %s", exc)
+
+    async def _correct(self, scopes: list[Scope], estimated: int, actual: int) -> None:
+        try:
+            await self.limiter.correct(scopes, estimated, actual)
+        except (RuntimeError, RedisError) as exc:
+            log.error("could not correct rate-limit tokens: %s", exc)
+
+
+def _shared_state_unavailable() -> GatewayError:
+    return GatewayError(503, "Rate limits and budgets cannot be checked right now; retry shortly.",
+                        type="server_error", code="service_unavailable")
 
 
 def usd_number(nanos: int) -> float:

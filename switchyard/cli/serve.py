@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from redis.exceptions import RedisError
 
 from switchyard.accounts.keys import ensure_master_key
 from switchyard.catalog import CatalogError, load_catalog
@@ -56,7 +57,11 @@ def serve(
         raise typer.Exit(2)
     # Migrate once, here, before any worker starts: workers never race on the schema.
     asyncio.run(prepare_store(settings))
-    asyncio.run(reset_shared_holds(settings))
+    try:
+        asyncio.run(reset_shared_holds(settings))
+    except (OSError, RedisError) as exc:
+        typer.echo(f"switchyard: cannot reach Redis at the configured URL: {exc}", err=True)
+        raise typer.Exit(2) from None
     # Generate the admin key here, once, before workers start, so it is printed exactly once.
     _, new_key = ensure_master_key(settings.master_key, settings.master_key_file)
     if new_key:

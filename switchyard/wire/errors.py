@@ -81,11 +81,6 @@ def payload_too_large(limit: int) -> GatewayError:
     )
 
 
-def rate_limited(message: str, retry_after: float | None = None) -> GatewayError:
-    headers = {"retry-after": str(max(1, int(retry_after + 0.999)))} if retry_after else {}
-    return GatewayError(429, message, type="requests", code="rate_limit_exceeded", headers=headers)
-
-
 def server_error(message: str = "The server had an error while processing your request.") -> GatewayError:
     return GatewayError(500, message, type="server_error", code="internal_error")
 

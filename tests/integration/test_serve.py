@@ -14,7 +14,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import StandInUpstream, start_gateway, upstream_config
+from tests.conftest import Admin, StandInUpstream, start_gateway, upstream_config
 
 KEY_LINE = re.compile(r"^\s+(sk-sy-admin-\S+)$", re.M)
 
@@ -88,3 +88,45 @@ def test_several_workers_need_redis(tmp_path: Path, upstream: StandInUpstream) -
     )
     assert proc.returncode == 2
     assert "SWITCHYARD_REDIS_URL" in proc.stderr
+
+
+def test_redis_going_away_is_a_clear_503_not_a_crash(tmp_path: Path, upstream: StandInUpstream) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        gw = start_gateway(tmp_path, config=upstream_config(upstream), env={"SWITCHYARD_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+        try:
+            admin = Admin(gw)
+            org = admin.org("limited")  # tier-1, prepaid: its limits and holds live in Redis
+            admin.topup(org["id"], "5")
+            client = gw.client(key=admin.key(org["id"]))
+            hi = [{"role": "user", "content": "hi"}]
+            assert client.chat.completions.create(model="gpt-5.2", messages=hi, max_tokens=10).choices
+            redis.kill()
+            redis.wait()
+            with pytest.raises(openai.InternalServerError) as err:
+                client.chat.completions.create(model="gpt-5.2", messages=hi, max_tokens=10)
+            assert err.value.status_code == 503
+            assert err.value.code == "service_unavailable"
+            assert gw.client().models.list().data  # the worker still serves what needs no Redis
+        finally:
+            gw.stop()
+    finally:
+        redis.kill()
+
+
+def test_unreachable_redis_stops_serve_with_one_line(tmp_path: Path, upstream: StandInUpstream) -> None:
+    from tests.conftest import free_port
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(upstream_config(upstream)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env["SWITCHYARD_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    proc = subprocess.run([sys.executable, "-m", "switchyard", "serve", "--config", str(cfg), "--port", "1"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert "cannot reach Redis" in proc.stderr and "Traceback" not in proc.stderr
