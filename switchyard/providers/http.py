@@ -9,6 +9,7 @@ fraction of a general-purpose client's CPU per request, which is most of a gatew
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections import deque
@@ -16,6 +17,10 @@ from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import httptools
+
+from switchyard.wire.errors import GatewayError, upstream_error
+
+log = logging.getLogger("switchyard.providers.http")
 
 _MAX_BUFFER = 1 << 20  # pause reading a streamed body when the consumer is this far behind
 
@@ -290,3 +295,14 @@ class HTTPPool:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def transport_error(exc: BaseException, dep_id: str) -> GatewayError:
+    """What a client sees when the connection to a deployment failed, for every provider."""
+    if isinstance(exc, UpstreamTimeout):
+        return upstream_error(504, f"Deployment {dep_id} timed out.", code="upstream_timeout")
+    if isinstance(exc, UpstreamProtocolError):
+        return upstream_error(502, f"Deployment {dep_id} broke off its response.", code="upstream_stream_broken")
+    # The detail (addresses, TLS errors) is for the operator's log, not for clients.
+    log.warning("deployment %s unreachable: %s", dep_id, exc)
+    return upstream_error(502, f"Could not reach deployment {dep_id}.", code="upstream_connection_error")

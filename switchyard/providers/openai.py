@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 
 from switchyard.providers.base import ChatCall, Provider
-from switchyard.providers.http import HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from switchyard.providers.http import (
+    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+)
 from switchyard.wire.errors import GatewayError, upstream_error
 from switchyard.wire.sse import SSEDecoder
 
@@ -71,14 +73,14 @@ class OpenAIProvider(Provider):
                 raise map_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
             return resp
         except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise _transport_error(exc, self.deployment.id) from None
+            raise transport_error(exc, self.deployment.id) from None
 
     async def chat(self, call: ChatCall) -> dict[str, Any]:
         resp = await self._send(call, stream=False)
         try:
             raw = await resp.read()
         except (UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise _transport_error(exc, self.deployment.id) from None
+            raise transport_error(exc, self.deployment.id) from None
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -112,7 +114,7 @@ class OpenAIProvider(Provider):
             if not done:
                 raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
         except (UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise _transport_error(exc, dep_id) from None
+            raise transport_error(exc, dep_id) from None
         finally:
             resp.release()
 
@@ -133,16 +135,6 @@ def _raise_if_error_event(data: bytes, dep_id: str) -> None:
             type=str(err.get("type") or "upstream_error"),
             code=err.get("code") or "upstream_error",
         )
-
-
-def _transport_error(exc: BaseException, dep_id: str) -> GatewayError:
-    if isinstance(exc, UpstreamTimeout):
-        return upstream_error(504, f"Deployment {dep_id} timed out.", code="upstream_timeout")
-    if isinstance(exc, UpstreamProtocolError):
-        return upstream_error(502, f"Deployment {dep_id} broke off its response.", code="upstream_stream_broken")
-    # The detail (addresses, TLS errors) is for the operator's log, not for clients.
-    log.warning("deployment %s unreachable: %s", dep_id, exc)
-    return upstream_error(502, f"Could not reach deployment {dep_id}.", code="upstream_connection_error")
 
 
 def map_error(status: int, raw: bytes, headers: Mapping[str, str], dep_id: str) -> GatewayError:
