@@ -16,6 +16,9 @@ import yaml
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_ALIAS = "default"
+# How a model group orders its deployments (after filtering by capability, size and health):
+# priority = config order; the others order deployments of equal priority.
+STRATEGIES = ("priority", "cheapest", "latency", "least_busy", "weighted")
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,9 @@ class DeploymentConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     context_window: int | None = None  # overrides the catalog (e.g. a server started with a smaller window)
     max_output_tokens: int | None = None
+    weight: int = 1  # share of traffic under the `weighted` strategy
+    priority: int = 0  # lower is tried first; strategies order deployments within a priority
+    retries: int = 1  # extra attempts on this deployment before falling back to the next
     options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific settings
 
 
@@ -56,6 +62,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     models: Mapping[str, tuple[DeploymentConfig, ...]] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    strategies: Mapping[str, str] = field(default_factory=dict)  # public name -> routing strategy
     catalog_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
@@ -87,8 +94,14 @@ def _deployment(public: str, index: int, raw: Any) -> DeploymentConfig:
         raise ConfigError(f"{where} must be a mapping with at least 'provider'")
     known = {
         "provider", "model", "catalog", "id", "base_url", "api_key_env", "headers",
-        "timeouts", "context_window", "max_output_tokens",
+        "timeouts", "context_window", "max_output_tokens", "weight", "priority", "retries",
     }
+    try:
+        weight, priority, retries = int(raw.get("weight", 1)), int(raw.get("priority", 0)), int(raw.get("retries", 1))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: weight, priority and retries must be integers") from None
+    if weight < 0 or retries < 0:
+        raise ConfigError(f"{where}: weight and retries must not be negative")
     model = str(raw.get("model") or public)
     return DeploymentConfig(
         provider=str(raw["provider"]),
@@ -101,6 +114,9 @@ def _deployment(public: str, index: int, raw: Any) -> DeploymentConfig:
         timeouts=_timeouts(raw.get("timeouts"), where),
         context_window=raw.get("context_window"),
         max_output_tokens=raw.get("max_output_tokens"),
+        weight=weight,
+        priority=priority,
+        retries=retries,
         options={k: v for k, v in raw.items() if k not in known},
     )
 
@@ -149,6 +165,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return server.get(key, default)
 
     models = _models(file.get("models")) or embedded_models()
+    strategies = {
+        str(name): str(spec.get("strategy", "priority"))
+        for name, spec in (file.get("models") or {}).items() if isinstance(spec, Mapping)
+    }
+    for name, strategy in strategies.items():
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"models.{name}.strategy must be one of {', '.join(STRATEGIES)}, not '{strategy}'")
     aliases = {str(k): str(v) for k, v in (file.get("aliases") or {}).items()}
     if DEFAULT_ALIAS not in aliases and DEFAULT_ALIAS not in models:
         aliases[DEFAULT_ALIAS] = next(iter(models))
@@ -171,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             api_keys=tuple(str(k) for k in keys),
             models=models,
             aliases=aliases,
+            strategies=strategies,
             catalog_overrides=file.get("catalog") or {},
             max_body_bytes=int(pick("SWITCHYARD_MAX_BODY_BYTES", "max_body_bytes", 64 * 1024 * 1024)),
             log_level=str(pick("SWITCHYARD_LOG_LEVEL", "log_level", "info")),

@@ -23,7 +23,8 @@ from switchyard.metering.estimate import image_token_count
 from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported
 from switchyard.providers import ChatCall
-from switchyard.routing.fit import check_capabilities, check_size
+from switchyard.routing.fallback import first_answer
+from switchyard.routing.router import Router
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.chat import ChatRequest, parse_chat_request
 from switchyard.wire.errors import GatewayError, permission_denied
@@ -48,9 +49,10 @@ class Outcome:
 
 
 class Gateway:
-    def __init__(self, table: ModelTable, billing: Billing) -> None:
+    def __init__(self, table: ModelTable, billing: Billing, router: Router) -> None:
         self.table = table
         self.billing = billing
+        self.router = router
         self._background: set[asyncio.Task[Any]] = set()
 
     async def chat(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
@@ -58,35 +60,35 @@ class Gateway:
         public, group = self.table.resolve(request.model)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
-        dep = group[0]
-        check_capabilities(request, dep)
-        images = image_token_count(request, dep.spec) if request.has_images else 0
-        check_size(request, dep, self._prompt_tokens(request, dep, images))
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, dep, images)
-        call = ChatCall(request=request, body=raw, upstream_model=dep.config.model, request_id=request_id)
-        headers = {"x-switchyard-deployment": dep.id, **limit_headers}
+        images = image_token_count(request, group[0].spec) if request.has_images else 0
+        candidates = self.router.candidates(
+            request, group, self.table.strategy(public),
+            lambda dep: self._prompt_tokens(request, dep, images),
+            request.output_limit or self.billing.default_output_estimate,
+        )
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, candidates, images)
+
+        def call(dep: Deployment) -> ChatCall:
+            return ChatCall(request=request, body=raw, upstream_model=dep.config.model, request_id=request_id)
+
         if not request.stream:
             try:
-                body = await dep.provider.chat(call)
+                dep, body, attempts = await first_answer(candidates, self.router, lambda d: d.provider.chat(call(d)))
             except BaseException:
                 await self.billing.abandon(ticket)
                 raise
+            ticket.deployment = dep  # billed at the prices of the deployment that answered
             cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", "completed")
             if isinstance(body.get("usage"), dict):
                 body["usage"]["cost"] = usd_number(cost)
-            headers["x-switchyard-cost-usd"] = usd(cost)
+            headers = {**_route_headers(dep, attempts), **limit_headers, "x-switchyard-cost-usd": usd(cost)}
             return Outcome(dep, body=body, headers=headers)
-        stream = dep.provider.chat_stream(call)
         try:
-            first = await anext(stream)
-            if not first:
-                raise StopAsyncIteration
-        except BaseException as exc:
-            await stream.aclose()
+            dep, (stream, first), attempts = await first_answer(candidates, self.router, lambda d: _open_stream(d, call(d)))
+        except BaseException:
             await self.billing.abandon(ticket)
-            if isinstance(exc, StopAsyncIteration):
-                raise GatewayError(502, f"Deployment {dep.id} sent an empty stream.", type="upstream_error", code="upstream_invalid_response") from None
             raise
+        ticket.deployment = dep
         frames = self._relay(ticket, first, stream)
 
         async def finish() -> None:
@@ -95,7 +97,7 @@ class Gateway:
                 await stream.aclose()
                 await self._settle(ticket, None, None, "", "cancelled")
 
-        return Outcome(dep, frames=frames, headers=headers, finish=finish)
+        return Outcome(dep, frames=frames, headers={**_route_headers(dep, attempts), **limit_headers}, finish=finish)
 
     @staticmethod
     def _prompt_tokens(request: ChatRequest, dep: Deployment, image_tokens: int) -> int:
@@ -173,6 +175,26 @@ class Gateway:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 await asyncio.shield(task)
+
+
+async def _open_stream(dep: Deployment, call: ChatCall) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
+    """Start a stream and wait for its first chunks: until then, a failure may still fall back."""
+    stream = dep.provider.chat_stream(call)
+    try:
+        first = await anext(stream)
+        if not first:
+            raise StopAsyncIteration
+    except BaseException as exc:
+        await stream.aclose()  # type: ignore[attr-defined]
+        if isinstance(exc, StopAsyncIteration):
+            raise GatewayError(502, f"Deployment {dep.id} sent an empty stream.", type="upstream_error",
+                               code="upstream_invalid_response") from None
+        raise
+    return stream, first
+
+
+def _route_headers(dep: Deployment, attempts: int) -> dict[str, str]:
+    return {"x-switchyard-deployment": dep.id, "x-switchyard-attempts": str(attempts)}
 
 
 def _head(chunk: bytes) -> dict[str, Any]:

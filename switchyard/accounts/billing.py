@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -81,8 +82,10 @@ class Billing:
 
     async def admit(
         self, request_id: str, principal: Principal, public_model: str, request: ChatRequest,
-        dep: Deployment, image_tokens: int, endpoint: str = "/v1/chat/completions",
+        candidates: Sequence[Deployment], image_tokens: int, endpoint: str = "/v1/chat/completions",
     ) -> tuple[Ticket, dict[str, str]]:
+        """Rate-limit and reserve; the hold covers the dearest candidate, since any may answer."""
+        dep = candidates[0]
         est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
         scopes = self.scopes(principal)
         expected_output = request.output_limit or min(self.default_output_estimate, est.output_bound)
@@ -98,11 +101,7 @@ class Billing:
                 headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
             raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
                                code="rate_limit_exceeded", headers=headers)
-        worst = cost_nanos(
-            dep.spec.prices, TokenUsage(input_tokens=est.input_bound, output_tokens=est.output_bound),
-            service_tier=billed_tier(request.service_tier, dep.spec), tier_multipliers=dep.spec.multipliers,
-            price_multiplier=principal.org.price_multiplier,
-        )
+        worst = max(self._worst(request, principal, d, image_tokens) for d in candidates)
         try:
             hold = await self.funds.reserve(principal, worst)
         except GatewayError as exc:
@@ -115,6 +114,15 @@ class Billing:
             raise _shared_state_unavailable() from None
         ticket = Ticket(request_id, principal, public_model, dep, request, endpoint, est, hold, scopes, rate_tokens)
         return ticket, dict(admission.headers)
+
+    @staticmethod
+    def _worst(request: ChatRequest, principal: Principal, dep: Deployment, image_tokens: int) -> int:
+        est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
+        return cost_nanos(
+            dep.spec.prices, TokenUsage(input_tokens=est.input_bound, output_tokens=est.output_bound),
+            service_tier=billed_tier(request.service_tier, dep.spec), tier_multipliers=dep.spec.multipliers,
+            price_multiplier=principal.org.price_multiplier,
+        )
 
     def price(self, ticket: Ticket, usage: TokenUsage, service_tier: object) -> int:
         spec = ticket.deployment.spec

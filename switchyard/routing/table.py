@@ -52,6 +52,10 @@ class ModelTable:
                 group.append(Deployment(public, cfg, spec, cls(cfg, spec)))
             self._groups[public] = group
         self._aliases = dict(settings.aliases)
+        self._strategies = dict(settings.strategies)
+
+    def strategy(self, public: str) -> str:
+        return self._strategies.get(public, "priority")
 
     def resolve(self, name: str) -> tuple[str, list[Deployment]]:
         """The canonical public name and its deployments; 404 `model_not_found` otherwise."""

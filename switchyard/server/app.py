@@ -26,6 +26,7 @@ from switchyard.catalog import load_catalog
 from switchyard.config import Settings, load_settings
 from switchyard.gateway import Gateway
 from switchyard.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter, load_tiers
+from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
 from switchyard.server.request_id import RequestIdMiddleware
 from switchyard.server.responses import error_response
@@ -91,7 +92,7 @@ def build_app(settings: Settings) -> ASGIApp:
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate)
     state = AppState(
         settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers, funds), events=events,
-        table=table, gateway=Gateway(table, billing),
+        table=table, gateway=Gateway(table, billing, Router()),
     )
 
     @contextlib.asynccontextmanager
