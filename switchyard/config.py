@@ -63,6 +63,7 @@ class Settings:
     models: Mapping[str, tuple[DeploymentConfig, ...]] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
     strategies: Mapping[str, str] = field(default_factory=dict)  # public name -> routing strategy
+    smart_routing: Mapping[str, Any] | None = None  # the `switchyard/auto` model: rules picking a tier
     catalog_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
@@ -195,6 +196,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             models=models,
             aliases=aliases,
             strategies=strategies,
+            smart_routing=file.get("smart_routing"),
             catalog_overrides=file.get("catalog") or {},
             max_body_bytes=int(pick("SWITCHYARD_MAX_BODY_BYTES", "max_body_bytes", 64 * 1024 * 1024)),
             log_level=str(pick("SWITCHYARD_LOG_LEVEL", "log_level", "info")),

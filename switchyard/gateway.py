@@ -19,12 +19,13 @@ from switchyard.accounts.billing import Billing, Ticket, usd_number
 from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
 from switchyard.metering.cost import TokenUsage
-from switchyard.metering.estimate import image_token_count
+from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, image_token_count
 from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported
 from switchyard.providers import ChatCall
 from switchyard.routing.fallback import first_answer
 from switchyard.routing.router import Router
+from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.chat import ChatRequest, parse_chat_request
 from switchyard.wire.errors import GatewayError, permission_denied
@@ -57,7 +58,14 @@ class Gateway:
 
     async def chat(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
         request = parse_chat_request(raw)
-        public, group = self.table.resolve(request.model)
+        smart = self.table.smart
+        decision = None
+        if smart is not None and request.model == smart.name:
+            decision = smart.choose(request, prompt_bytes_bound(request) // BYTES_PER_TOKEN_ESTIMATE)
+            public, group = self.table.resolve(decision.model)
+            log.info("%s %s -> %s (rule %s: %s)", request_id, smart.name, public, decision.rule, decision.reason)
+        else:
+            public, group = self.table.resolve(request.model)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
         images = image_token_count(request, group[0].spec) if request.has_images else 0
@@ -81,7 +89,9 @@ class Gateway:
             cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", "completed")
             if isinstance(body.get("usage"), dict):
                 body["usage"]["cost"] = usd_number(cost)
-            headers = {**_route_headers(dep, attempts), **limit_headers, "x-switchyard-cost-usd": usd(cost)}
+            headers = {**_route_headers(dep, attempts, decision), **limit_headers, "x-switchyard-cost-usd": usd(cost)}
+            if decision is not None:
+                body["model"] = public  # the tier the smart router chose
             return Outcome(dep, body=body, headers=headers)
         try:
             dep, (stream, first), attempts = await first_answer(candidates, self.router, lambda d: _open_stream(d, call(d)))
@@ -97,7 +107,8 @@ class Gateway:
                 await stream.aclose()
                 await self._settle(ticket, None, None, "", "cancelled")
 
-        return Outcome(dep, frames=frames, headers={**_route_headers(dep, attempts), **limit_headers}, finish=finish)
+        headers = {**_route_headers(dep, attempts, decision), **limit_headers}
+        return Outcome(dep, frames=frames, headers=headers, finish=finish)
 
     @staticmethod
     def _prompt_tokens(request: ChatRequest, dep: Deployment, image_tokens: int) -> int:
@@ -193,8 +204,11 @@ async def _open_stream(dep: Deployment, call: ChatCall) -> tuple[AsyncIterator[l
     return stream, first
 
 
-def _route_headers(dep: Deployment, attempts: int) -> dict[str, str]:
-    return {"x-switchyard-deployment": dep.id, "x-switchyard-attempts": str(attempts)}
+def _route_headers(dep: Deployment, attempts: int, decision: Decision | None) -> dict[str, str]:
+    headers = {"x-switchyard-deployment": dep.id, "x-switchyard-attempts": str(attempts)}
+    if decision is not None:
+        headers["x-switchyard-route"] = f"{decision.model}; rule={decision.rule}"
+    return headers
 
 
 def _head(chunk: bytes) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from switchyard.catalog import Catalog, ModelSpec
 from switchyard.config import ConfigError, DeploymentConfig, Settings
 from switchyard.providers import Provider, provider_class
+from switchyard.routing.smart import SmartRouter
 from switchyard.wire.errors import model_not_found
 
 log = logging.getLogger("switchyard.routing")
@@ -53,6 +54,7 @@ class ModelTable:
             self._groups[public] = group
         self._aliases = dict(settings.aliases)
         self._strategies = dict(settings.strategies)
+        self.smart = SmartRouter.from_config(settings.smart_routing, set(self._groups) | set(self._aliases))
 
     def strategy(self, public: str) -> str:
         return self._strategies.get(public, "priority")
@@ -69,6 +71,8 @@ class ModelTable:
         """Every name a client may use (public names, then aliases) with the spec it serves."""
         out = [(name, group[0].spec) for name, group in self._groups.items()]
         out += [(alias, self._groups[target][0].spec) for alias, target in self._aliases.items()]
+        if self.smart is not None:
+            out.append((self.smart.name, self.resolve(self.smart.default)[1][0].spec))
         return out
 
     def deployments(self) -> list[Deployment]:
