@@ -628,14 +628,31 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
             t.skipped = f"{bin_path} does not exist (switchyard is not installed in the repo venv yet)"
             return t
         cfg = workdir / "switchyard.yaml"
-        cfg.write_text(
-            "models:\n"
-            f"  {MODEL}:\n"
-            "    deployments:\n"
+        deployment = (
             "      - provider: openai\n"
             f"        base_url: http://127.0.0.1:{up_port}/v1\n"
             "        api_key_env: BENCH_UPSTREAM_KEY\n"
             f"        model: {MODEL}\n"
+        )
+        if args.routing:
+            # A group of two healthy deployments (weighted) behind one that always fails
+            # (nothing listens on its port): retries, fallback and the circuit breaker all run.
+            group = (
+                "    strategy: weighted\n"
+                "    deployments:\n"
+                "      - provider: openai\n"
+                f"        base_url: http://127.0.0.1:{free_port()}/v1\n"
+                f"        model: {MODEL}\n"
+                "        priority: 0\n"
+                "        retries: 0\n"
+                + deployment.replace("      - provider: openai\n", "      - provider: openai\n        priority: 1\n") * 2
+            )
+        else:
+            group = "    deployments:\n" + deployment
+        cfg.write_text(
+            "models:\n"
+            f"  {MODEL}:\n"
+            + group +
             # Accounts, metering and limits on: a tier whose limits are checked on every request
             # but set high enough that the load generator never hits them.
             "tiers:\n"
@@ -852,6 +869,8 @@ def main() -> int:
     ap.add_argument("--gateway-cpu", default="1", help="core for the gateway under test (default 1)")
     ap.add_argument("--upstream-stream-delay-ms", type=float, default=0.0, help="pause between the upstream's SSE events (default 0: whole stream in one write)")
     ap.add_argument("--switchyard-bin", default=str(SWITCHYARD_BIN))
+    ap.add_argument("--routing", action="store_true",
+                    help="switchyard routes over a weighted group of two deployments behind a failing one")
     ap.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for each gateway to become ready")
     ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many seconds for other processes to use < 15%% CPU before starting (default 0)")
     ap.add_argument("--setup-only", action="store_true", help="install what is missing, then exit")

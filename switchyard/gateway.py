@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ import orjson
 from switchyard.accounts.billing import Billing, Ticket, usd_number
 from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
+from switchyard.limits import Limits, Scope
 from switchyard.metering.cost import TokenUsage
 from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, image_token_count
 from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported
 from switchyard.providers import ChatCall
+from switchyard.routing.cache import ResponseCache, cache_key, cache_ttl, strip_cache_fields
 from switchyard.routing.fallback import first_answer
 from switchyard.routing.router import Router
 from switchyard.routing.smart import Decision
@@ -50,10 +53,11 @@ class Outcome:
 
 
 class Gateway:
-    def __init__(self, table: ModelTable, billing: Billing, router: Router) -> None:
+    def __init__(self, table: ModelTable, billing: Billing, router: Router, cache: ResponseCache) -> None:
         self.table = table
         self.billing = billing
         self.router = router
+        self.cache = cache
         self._background: set[asyncio.Task[Any]] = set()
 
     async def chat(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
@@ -74,27 +78,49 @@ class Gateway:
             lambda dep: self._prompt_tokens(request, dep, images),
             request.output_limit or self.billing.default_output_estimate,
         )
+        ttl = cache_ttl(raw, principal.key.cache_ttl)
+        upstream_body = strip_cache_fields(raw) if "cache" in raw or "switchyard_cache" in raw else raw
         ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, candidates, images)
 
         def call(dep: Deployment) -> ChatCall:
-            return ChatCall(request=request, body=raw, upstream_model=dep.config.model, request_id=request_id)
+            return ChatCall(request=request, body=upstream_body, upstream_model=dep.config.model, request_id=request_id)
+
+        async def chat_at(dep: Deployment) -> dict[str, Any]:
+            await self._deployment_limits(dep, ticket.rate_tokens)
+            return await dep.provider.chat(call(dep))
+
+        async def stream_at(dep: Deployment) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
+            await self._deployment_limits(dep, ticket.rate_tokens)
+            return await _open_stream(dep, call(dep))
 
         if not request.stream:
+            # Opt-in response cache (non-streaming): per organisation, keyed by the whole request.
+            key = cache_key(public, raw, principal.org.id) if ttl else None
+            cached = await self.cache.get(key) if key else None
             try:
-                dep, body, attempts = await first_answer(candidates, self.router, lambda d: d.provider.chat(call(d)))
+                if cached is not None:
+                    dep, body, attempts = candidates[0], orjson.loads(cached), 0
+                else:
+                    dep, body, attempts = await first_answer(candidates, self.router, chat_at)
             except BaseException:
                 await self.billing.abandon(ticket)
                 raise
             ticket.deployment = dep  # billed at the prices of the deployment that answered
-            cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", "completed")
+            status = "cache_hit" if cached is not None else "completed"
+            cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", status,
+                                         free=cached is not None)
+            if key and cached is None:
+                await self.cache.put(key, orjson.dumps(body), ttl)  # type: ignore[arg-type]
             if isinstance(body.get("usage"), dict):
                 body["usage"]["cost"] = usd_number(cost)
             headers = {**_route_headers(dep, attempts, decision), **limit_headers, "x-switchyard-cost-usd": usd(cost)}
+            if key:
+                headers["x-switchyard-cache"] = "hit" if cached is not None else "miss"
             if decision is not None:
                 body["model"] = public  # the tier the smart router chose
             return Outcome(dep, body=body, headers=headers)
         try:
-            dep, (stream, first), attempts = await first_answer(candidates, self.router, lambda d: _open_stream(d, call(d)))
+            dep, (stream, first), attempts = await first_answer(candidates, self.router, stream_at)
         except BaseException:
             await self.billing.abandon(ticket)
             raise
@@ -110,6 +136,17 @@ class Gateway:
         headers = {**_route_headers(dep, attempts, decision), **limit_headers}
         return Outcome(dep, frames=frames, headers=headers, finish=finish)
 
+    async def _deployment_limits(self, dep: Deployment, tokens: int) -> None:
+        """A deployment's own RPM/TPM (e.g. an upstream account's quota): full means try the next."""
+        rpm, tpm = dep.config.options.get("rpm"), dep.config.options.get("tpm")
+        if rpm is None and tpm is None:
+            return
+        admission = await self.billing.limiter.admit([Scope(f"deployment:{dep.id}", Limits(rpm, tpm))], tokens)
+        if not admission.allowed:
+            headers = {"retry-after": str(max(1, math.ceil(admission.retry_after)))} if admission.retry_after else {}
+            raise GatewayError(429, f"Deployment {dep.id} is at its own rate limit.", type="requests",
+                               code="rate_limit_exceeded", headers=headers)
+
     @staticmethod
     def _prompt_tokens(request: ChatRequest, dep: Deployment, image_tokens: int) -> int:
         """Prompt size for the context check; exact counting only when the cheap bound cannot prove a fit."""
@@ -120,7 +157,7 @@ class Gateway:
         return (exact if exact is not None else count_prompt_tokens(request)) + image_tokens
 
     async def _settle(
-        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str
+        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str, free: bool = False
     ) -> tuple[int, TokenUsage]:
         metered = from_openai(usage)
         images = image_tokens_reported(usage)
@@ -128,7 +165,8 @@ class Gateway:
             images = ticket.estimate.image_tokens
         if metered is None:
             metered = counted(ticket.request, delivered, images)
-        cost = await self.billing.settle(ticket, metered, status=status, service_tier=service_tier, image_tokens=images)
+        cost = await self.billing.settle(
+            ticket, metered, status=status, service_tier=service_tier, image_tokens=images, free=free)
         _log(ticket, metered, cost, status)
         return cost, metered
 

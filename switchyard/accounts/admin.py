@@ -80,6 +80,7 @@ def key_object(row: Row[Any] | Any) -> dict[str, Any]:
         "budget_usd": usd(row.budget_nanos) if row.budget_nanos is not None else None,
         "spent_usd": usd(int(row.spent_nanos)), "spent_nanos": int(row.spent_nanos),
         "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
+        "cache_ttl": row.cache_ttl_seconds,
         "expires_at": row.expires_at // 1000 if row.expires_at else None,
         "revoked_at": row.revoked_at // 1000 if row.revoked_at else None,
         "created_at": row.created_at // 1000,
@@ -270,6 +271,7 @@ class AccountsAdmin:
             "spent_nanos": 0, "overdraft_nanos": to_nanos(body.get("overdraft_usd", "0"), "overdraft_usd"),
             "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
             "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
+            "cache_ttl_seconds": _optional_int(body.get("cache_ttl"), "cache_ttl"),
             "expires_at": expires * 1000 if expires else None, "revoked_at": None, "created_at": now_ms(),
         }
         async with self.engine.begin() as conn:
@@ -307,6 +309,8 @@ class AccountsAdmin:
         for field in ("rpm_limit", "tpm_limit"):
             if field in body:
                 values[field] = _optional_int(body[field], field)
+        if "cache_ttl" in body:
+            values["cache_ttl_seconds"] = _optional_int(body["cache_ttl"], "cache_ttl")
         if "name" in body:
             values["name"] = str(body["name"])
         if not values:

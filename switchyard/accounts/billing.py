@@ -133,12 +133,16 @@ class Billing:
 
     async def settle(
         self, ticket: Ticket, usage: TokenUsage, *, status: str, service_tier: object, image_tokens: int,
+        free: bool = False,
     ) -> int:
-        """Bill exactly once; returns the cost in nano-dollars once it is committed."""
+        """Bill exactly once; returns the cost in nano-dollars once it is committed.
+
+        `free`: answered from the response cache; no upstream was paid, so the usage is
+        recorded at zero cost."""
         if ticket.settled:
             raise RuntimeError(f"request {ticket.request_id} settled twice")
         ticket.settled = True
-        cost = self.price(ticket, usage, service_tier)
+        cost = 0 if free else self.price(ticket, usage, service_tier)
         principal = ticket.principal
         settlement = Settlement(
             request_id=ticket.request_id, org_id=principal.org.id, key_id=principal.key.id,

@@ -46,6 +46,7 @@ class KeyRecord:
     expires_at: int | None  # epoch ms
     revoked_at: int | None
     is_admin: bool = False
+    cache_ttl: int | None = None  # seconds; responses cached by default for this key
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
@@ -55,6 +56,7 @@ class KeyRecord:
             allowed_models=frozenset(allowed) if allowed is not None else None,
             budget_nanos=row.budget_nanos, spent_nanos=int(row.spent_nanos), overdraft_nanos=int(row.overdraft_nanos),
             rpm_limit=row.rpm_limit, tpm_limit=row.tpm_limit, expires_at=row.expires_at, revoked_at=row.revoked_at,
+            cache_ttl=row.cache_ttl_seconds,
         )
 
 

@@ -7,6 +7,7 @@ import typer
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
 from switchyard.cli.cost import cost
 from switchyard.cli.models import models
+from switchyard.cli.routes import routes
 from switchyard.cli.serve import serve
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="switchyard: one OpenAI-compatible endpoint for many models.")
@@ -18,6 +19,7 @@ app.command()(topup)
 app.command()(balance)
 app.command()(usage)
 app.command()(cost)
+app.add_typer(routes, name="routes")
 
 
 def main() -> None:

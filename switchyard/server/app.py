@@ -26,6 +26,7 @@ from switchyard.catalog import load_catalog
 from switchyard.config import Settings, load_settings
 from switchyard.gateway import Gateway
 from switchyard.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter, load_tiers
+from switchyard.routing.cache import cache_namespace, make_cache
 from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
 from switchyard.server.request_id import RequestIdMiddleware
@@ -90,9 +91,10 @@ def build_app(settings: Settings) -> ASGIApp:
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else LocalRateLimiter()
     funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url) if settings.redis_url else Funds()
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate)
+    cache = make_cache(settings.redis_url, cache_namespace(database_url))
     state = AppState(
         settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers, funds), events=events,
-        table=table, gateway=Gateway(table, billing, Router()),
+        table=table, gateway=Gateway(table, billing, Router(), cache),
     )
 
     @contextlib.asynccontextmanager
@@ -109,6 +111,7 @@ def build_app(settings: Settings) -> ASGIApp:
             await table.close()
             await limiter.close()
             await funds.close()
+            await cache.close()
             await store.close()
 
     app = Starlette(

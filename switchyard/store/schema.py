@@ -39,6 +39,7 @@ api_keys = Table(
     Column("overdraft_nanos", BigInteger, nullable=False),
     Column("rpm_limit", Integer, nullable=True),
     Column("tpm_limit", BigInteger, nullable=True),
+    Column("cache_ttl_seconds", Integer, nullable=True),  # response cache on by default for this key
     Column("expires_at", BigInteger, nullable=True),
     Column("revoked_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),

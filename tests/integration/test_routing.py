@@ -178,3 +178,16 @@ def test_only_the_attempt_that_answered_is_billed(gw: Gateway) -> None:
     per_request = (Decimal(12) * Decimal("1.75") + Decimal(5) * Decimal(14)) / Decimal(10**6)
     assert Decimal(usage[0]["cost_usd"]) == 3 * per_request
     assert admin.balance(org["id"])["consistent"]
+
+
+def test_a_deployment_at_its_own_rate_limit_passes_traffic_to_the_next(tmp_path_factory: pytest.TempPathFactory, upstream: StandInUpstream) -> None:
+    config = {"models": {"limited": {"deployments": [
+        _dep(upstream, "ok", rpm=2), _dep(upstream, "ok"),
+    ]}}}
+    g = start_gateway(tmp_path_factory.mktemp("dep-limits"), config=config)
+    try:
+        served = [_create(g, "limited").headers["x-switchyard-deployment"] for _ in range(5)]
+        assert served[:2] == ["limited#0", "limited#0"]
+        assert served[2:] == ["limited#1"] * 3
+    finally:
+        g.stop()

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("overdraft_nanos", sa.BigInteger, nullable=False),
         sa.Column("rpm_limit", sa.Integer, nullable=True),
         sa.Column("tpm_limit", sa.BigInteger, nullable=True),
+        sa.Column("cache_ttl_seconds", sa.Integer, nullable=True),
         sa.Column("expires_at", sa.BigInteger, nullable=True),
         sa.Column("revoked_at", sa.BigInteger, nullable=True),
         sa.Column("created_at", sa.BigInteger, nullable=False),
