@@ -135,6 +135,12 @@ def test_capabilities_and_size_filter_candidates(gw: Gateway) -> None:
     assert _create(gw, "capable").headers["x-switchyard-deployment"] == "capable#0"
     # Tools: the small-window entry has no `tools` capability.
     assert _create(gw, "capable", tools=[TOOL]).headers["x-switchyard-deployment"] == "capable#1"
+    # Images: only gpt-5.2 has vision.
+    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    image = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                          {"type": "image_url", "image_url": {"url": png, "detail": "low"}}]}]
+    raw = gw.client().chat.completions.with_raw_response.create(model="capable", messages=image)
+    assert raw.headers["x-switchyard-deployment"] == "capable#1"
     # Too long for a 1,000-token window: only the 400K one fits.
     long = [{"role": "user", "content": "lorem ipsum " * 600}]
     raw = gw.client().chat.completions.with_raw_response.create(model="capable", messages=long)
