@@ -50,6 +50,7 @@ class Outcome:
     # For streams: run when the response is over, however it ended. A client that leaves before
     # the first frame is sent never starts `frames`, so its bill and hold are settled here.
     finish: Callable[[], Awaitable[None]] | None = None
+    attempts: int = 1
 
 
 class Gateway:
@@ -62,14 +63,7 @@ class Gateway:
 
     async def chat(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
         request = parse_chat_request(raw)
-        smart = self.table.smart
-        decision = None
-        if smart is not None and request.model == smart.name:
-            decision = smart.choose(request, prompt_bytes_bound(request) // BYTES_PER_TOKEN_ESTIMATE)
-            public, group = self.table.resolve(decision.model)
-            log.info("%s %s -> %s (rule %s: %s)", request_id, smart.name, public, decision.rule, decision.reason)
-        else:
-            public, group = self.table.resolve(request.model)
+        public, group, decision = self._resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
         images = image_token_count(request, group[0].spec) if request.has_images else 0
@@ -85,40 +79,69 @@ class Gateway:
         def call(dep: Deployment) -> ChatCall:
             return ChatCall(request=request, body=upstream_body, upstream_model=dep.config.model, request_id=request_id)
 
+        if request.stream:
+            outcome = await self._streamed(ticket, candidates, call)
+        else:
+            cache_key_ = cache_key(public, raw, principal.org.id) if ttl else None
+            outcome = await self._answered(ticket, candidates, call, cache_key_, ttl)
+            if decision is not None:
+                outcome.body["model"] = public  # type: ignore[index]  # the tier the smart router chose
+        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome.headers.update(limit_headers)
+        return outcome
+
+    def _resolve(self, request: ChatRequest, request_id: str) -> tuple[str, list[Deployment], Decision | None]:
+        """The public model and its deployments; `switchyard/auto` first picks a tier by its rules."""
+        smart = self.table.smart
+        if smart is None or request.model != smart.name:
+            public, group = self.table.resolve(request.model)
+            return public, group, None
+        decision = smart.choose(request, prompt_bytes_bound(request) // BYTES_PER_TOKEN_ESTIMATE)
+        public, group = self.table.resolve(decision.model)
+        log.info("%s %s -> %s (rule %s: %s)", request_id, smart.name, public, decision.rule, decision.reason)
+        return public, group, decision
+
+    async def _answered(
+        self, ticket: Ticket, candidates: list[Deployment], call: Callable[[Deployment], ChatCall],
+        key: str | None, ttl: int | None,
+    ) -> Outcome:
+        """A whole answer: from the response cache (opt-in) or the first candidate that gives one."""
+        cached = await self.cache.get(key) if key else None
+
         async def chat_at(dep: Deployment) -> dict[str, Any]:
             await self._deployment_limits(dep, ticket.rate_tokens)
             return await dep.provider.chat(call(dep))
+
+        try:
+            if cached is not None:
+                dep, body, attempts = candidates[0], orjson.loads(cached), 0
+            else:
+                dep, body, attempts = await first_answer(candidates, self.router, chat_at)
+        except BaseException:
+            await self.billing.abandon(ticket)
+            raise
+        ticket.deployment = dep  # billed at the prices of the deployment that answered
+        status = "cache_hit" if cached is not None else "completed"
+        cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", status,
+                                     free=cached is not None)
+        if key and cached is None and ttl:
+            await self.cache.put(key, orjson.dumps(body), ttl)
+        if isinstance(body.get("usage"), dict):
+            body["usage"]["cost"] = usd_number(cost)
+        headers = {"x-switchyard-cost-usd": usd(cost)}
+        if key:
+            headers["x-switchyard-cache"] = "hit" if cached is not None else "miss"
+        return Outcome(dep, body=body, headers=headers, attempts=attempts)
+
+    async def _streamed(
+        self, ticket: Ticket, candidates: list[Deployment], call: Callable[[Deployment], ChatCall]
+    ) -> Outcome:
+        """A stream from the first candidate that sends its first chunk; relayed and billed after."""
 
         async def stream_at(dep: Deployment) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
             await self._deployment_limits(dep, ticket.rate_tokens)
             return await _open_stream(dep, call(dep))
 
-        if not request.stream:
-            # Opt-in response cache (non-streaming): per organisation, keyed by the whole request.
-            key = cache_key(public, raw, principal.org.id) if ttl else None
-            cached = await self.cache.get(key) if key else None
-            try:
-                if cached is not None:
-                    dep, body, attempts = candidates[0], orjson.loads(cached), 0
-                else:
-                    dep, body, attempts = await first_answer(candidates, self.router, chat_at)
-            except BaseException:
-                await self.billing.abandon(ticket)
-                raise
-            ticket.deployment = dep  # billed at the prices of the deployment that answered
-            status = "cache_hit" if cached is not None else "completed"
-            cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", status,
-                                         free=cached is not None)
-            if key and cached is None:
-                await self.cache.put(key, orjson.dumps(body), ttl)  # type: ignore[arg-type]
-            if isinstance(body.get("usage"), dict):
-                body["usage"]["cost"] = usd_number(cost)
-            headers = {**_route_headers(dep, attempts, decision), **limit_headers, "x-switchyard-cost-usd": usd(cost)}
-            if key:
-                headers["x-switchyard-cache"] = "hit" if cached is not None else "miss"
-            if decision is not None:
-                body["model"] = public  # the tier the smart router chose
-            return Outcome(dep, body=body, headers=headers)
         try:
             dep, (stream, first), attempts = await first_answer(candidates, self.router, stream_at)
         except BaseException:
@@ -130,11 +153,10 @@ class Gateway:
         async def finish() -> None:
             await frames.aclose()  # runs the relay's own cleanup if it started
             if not ticket.settled:
-                await stream.aclose()
+                await stream.aclose()  # type: ignore[attr-defined]
                 await self._settle(ticket, None, None, "", "cancelled")
 
-        headers = {**_route_headers(dep, attempts, decision), **limit_headers}
-        return Outcome(dep, frames=frames, headers=headers, finish=finish)
+        return Outcome(dep, frames=frames, finish=finish, attempts=attempts)
 
     async def _deployment_limits(self, dep: Deployment, tokens: int) -> None:
         """A deployment's own RPM/TPM (e.g. an upstream account's quota): full means try the next."""
