@@ -17,16 +17,15 @@ Options (extra keys of the deployment): `thinking_budgets` (effort → budget_to
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, Provider
+from switchyard.providers.base import ChatCall, HTTPProvider
 from switchyard.providers.http import (
-    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.providers.openai import map_error
 from switchyard.wire.chat import (
@@ -67,10 +66,8 @@ def _json_schema_instruction(name: str, forced: bool) -> str:
     )
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     kind = "anthropic"
-
-    _pool: HTTPPool | None = None
 
     async def start(self) -> None:
         dep = self.deployment
@@ -82,26 +79,11 @@ class AnthropicProvider(Provider):
         beta = dep.options.get("anthropic_beta")
         if beta:
             headers["anthropic-beta"] = ",".join(beta) if isinstance(beta, list) else str(beta)
-        if dep.api_key_env:
-            key = os.environ.get(dep.api_key_env)
-            if key:
-                headers["x-api-key"] = key
-            else:
-                log.warning("deployment %s: environment variable %s is not set", dep.id, dep.api_key_env)
-        headers.update(dep.headers)
+        key = self.credential()
+        if key:
+            headers["x-api-key"] = key
         base = (dep.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._pool = HTTPPool(
-            base.removesuffix("/v1"),  # accept either form of the base URL
-            connect_timeout=dep.timeouts.connect,
-            read_timeout=dep.timeouts.read,
-            idle_seconds=float(dep.options.get("keepalive_seconds", 15)),
-            headers=headers,
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self.open_pool(base.removesuffix("/v1"), headers)  # accept either form of the base URL
 
     # ------------------------------------------------------------------ request
     def thinking_budget(self, effort: str | None) -> int | None:

@@ -8,6 +8,8 @@ dict, or a stream of `chat.completion.chunk` JSON payloads whose last one carrie
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -16,7 +18,11 @@ from typing import Any, ClassVar
 
 from switchyard.catalog import ModelSpec
 from switchyard.config import DeploymentConfig
+from switchyard.providers.http import HTTPPool
 from switchyard.wire.chat import ChatRequest
+
+
+log = logging.getLogger("switchyard.providers")
 
 
 @dataclass(slots=True)
@@ -70,6 +76,38 @@ class Provider(ABC):
         Errors before the first chunk raise `GatewayError`; errors after it also raise, and
         the caller turns them into an error event on the client's stream.
         """
+
+
+class HTTPProvider(Provider):
+    """A provider that calls a remote API: credential from the environment, a keep-alive pool."""
+
+    _pool: HTTPPool | None = None
+
+    def credential(self) -> str | None:
+        """The API key from the deployment's `api_key_env` (a warning, not a crash, if unset)."""
+        dep = self.deployment
+        if not dep.api_key_env:
+            return None
+        key = os.environ.get(dep.api_key_env)
+        if not key:
+            log.warning("deployment %s: environment variable %s is not set", dep.id, dep.api_key_env)
+        return key or None
+
+    def open_pool(self, base_url: str, headers: dict[str, str]) -> HTTPPool:
+        dep = self.deployment
+        self._pool = HTTPPool(
+            base_url,
+            connect_timeout=dep.timeouts.connect,
+            read_timeout=dep.timeouts.read,
+            idle_seconds=float(dep.options.get("keepalive_seconds", 15)),
+            headers={**headers, **dep.headers},  # operator-set headers win
+        )
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
-import os
 import re
 import time
 import uuid
@@ -28,9 +27,9 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import orjson
 
-from switchyard.providers.base import ChatCall, Provider
+from switchyard.providers.base import ChatCall, HTTPProvider
 from switchyard.providers.http import (
-    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.wire.chat import (
     AudioPart,
@@ -67,39 +66,23 @@ _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 422})
 _NATIVE_PASSTHROUGH = ("safetySettings", "cachedContent", "labels")
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(HTTPProvider):
     kind = "gemini"
 
-    _pool: HTTPPool | None = None
     _prefix = ""
 
     async def start(self) -> None:
         dep = self.deployment
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if dep.api_key_env:
-            key = os.environ.get(dep.api_key_env)
-            if key:
-                headers["x-goog-api-key"] = key
-            else:
-                log.warning("deployment %s: environment variable %s is not set", dep.id, dep.api_key_env)
-        headers.update(dep.headers)
+        key = self.credential()
+        if key:
+            headers["x-goog-api-key"] = key
         base_url = dep.base_url or DEFAULT_BASE_URL
         path = urlsplit(base_url).path.rstrip("/")
         # A base URL that already names an API version (…/v1beta) is used as is.
         if not re.search(r"/v\d+(alpha|beta)?\d*$", path):
             self._prefix = "/" + str(dep.options.get("api_version", "v1beta")).strip("/")
-        self._pool = HTTPPool(
-            base_url,
-            connect_timeout=dep.timeouts.connect,
-            read_timeout=dep.timeouts.read,
-            idle_seconds=float(dep.options.get("keepalive_seconds", 15)),
-            headers=headers,
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self.open_pool(base_url, headers)
 
     # ------------------------------------------------------------------ request
     def _path(self, model: str, stream: bool) -> str:

@@ -8,15 +8,14 @@ ask). Streams are relayed event by event as they arrive.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, Provider
+from switchyard.providers.base import ChatCall, HTTPProvider
 from switchyard.providers.http import (
-    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.wire.errors import GatewayError, upstream_error
 from switchyard.wire.sse import SSEDecoder
@@ -28,33 +27,15 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 422})
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     kind = "openai"
 
-    _pool: HTTPPool | None = None
-
     async def start(self) -> None:
-        dep = self.deployment
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if dep.api_key_env:
-            key = os.environ.get(dep.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
-            else:
-                log.warning("deployment %s: environment variable %s is not set", dep.id, dep.api_key_env)
-        headers.update(dep.headers)
-        self._pool = HTTPPool(
-            dep.base_url or DEFAULT_BASE_URL,
-            connect_timeout=dep.timeouts.connect,
-            read_timeout=dep.timeouts.read,
-            idle_seconds=float(dep.options.get("keepalive_seconds", 15)),
-            headers=headers,
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        key = self.credential()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self.open_pool(self.deployment.base_url or DEFAULT_BASE_URL, headers)
 
     def _payload(self, call: ChatCall, stream: bool) -> bytes:
         body = dict(call.body)

@@ -21,13 +21,13 @@ Behaviour is chosen by the upstream model id (configure deployments with `model:
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.standins.server import ThreadedStandIn
 
 ANSWER = ["Hello", " from", " the", " stand-in", "."]
 TEXT = "".join(ANSWER)
@@ -55,41 +55,13 @@ class Received:
 
 
 @dataclass
-class AnthropicStandIn:
-    received: list[Received] = field(default_factory=list)
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
+class AnthropicStandIn(ThreadedStandIn):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> AnthropicStandIn:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-    def last(self) -> Received:
-        return self.received[-1]
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._started.set()
-        self._loop.run_forever()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.standins.server import ThreadedStandIn
 
 ANSWER = ["Hello", " from", " the", " stand-in", "."]
 TOOL_ARGS = ['{"loc', 'ation": "Par', 'is", "unit": "c"}']
@@ -40,42 +41,15 @@ class Received:
 
 
 @dataclass
-class StandInUpstream:
+class StandInUpstream(ThreadedStandIn):
     slow_seconds: float = 3.0
-    received: list[Received] = field(default_factory=list)
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> StandInUpstream:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-    def last(self) -> Received:
-        return self.received[-1]
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
-        runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._started.set()
-        self._loop.run_forever()
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
