@@ -18,12 +18,11 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from switchyard.store.redis_client import bounded_client
 
 from switchyard.limits.limiter import (
     IDLE_TTL,
@@ -142,19 +141,7 @@ class RedisRateLimiter:
         max_connections: int = 64,
         idle_ttl: float = IDLE_TTL,
     ) -> None:
-        # A bounded pool: a burst of requests queues for a connection (up to `timeout`)
-        # instead of opening one Redis connection per in-flight request.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One quick reconnect on a dropped pooled connection; no retry on timeouts, where the
-            # script may already have run and a retry would charge the request twice.
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        self._redis = bounded_client(url, timeout=timeout, max_connections=max_connections)
         self._prefix = prefix
         self._idle_ms = round(idle_ttl * 1000)
         kwargs = self._redis.connection_pool.connection_kwargs

@@ -25,7 +25,7 @@ import orjson
 
 from switchyard.providers.base import ChatCall, HTTPProvider
 from switchyard.providers.http import (
-    Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.providers.openai import map_error
 from switchyard.wire.chat import (
@@ -163,14 +163,7 @@ class AnthropicProvider(HTTPProvider):
         return body, schema_tool
 
     async def _send(self, payload: bytes) -> Response:
-        assert self._pool is not None, "provider not started"
-        try:
-            resp = await self._pool.request("POST", "/v1/messages", payload)
-            if resp.status >= 400:
-                raise map_anthropic_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
-            return resp
-        except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise transport_error(exc, self.deployment.id) from None
+        return await self.post("/v1/messages", payload, map_anthropic_error)
 
     # ------------------------------------------------------------------ non-streaming
     async def chat(self, call: ChatCall) -> dict[str, Any]:

@@ -12,13 +12,16 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from switchyard.catalog import ModelSpec
 from switchyard.config import DeploymentConfig
-from switchyard.providers.http import HTTPPool
+from switchyard.providers.http import (
+    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+)
+from switchyard.wire.errors import GatewayError
 from switchyard.wire.chat import ChatRequest
 
 
@@ -103,6 +106,21 @@ class HTTPProvider(Provider):
             headers={**headers, **dep.headers},  # operator-set headers win
         )
         return self._pool
+
+    async def post(
+        self, path: str, payload: bytes,
+        map_error: Callable[[int, bytes, Mapping[str, str], str], GatewayError],
+    ) -> Response:
+        """POST and return the response once its headers are in; upstream and transport errors
+        become `GatewayError`s (`map_error` reads the protocol's own error bodies)."""
+        assert self._pool is not None, "provider not started"
+        try:
+            resp = await self._pool.request("POST", path, payload)
+            if resp.status >= 400:
+                raise map_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
+            return resp
+        except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, self.deployment.id) from None
 
     async def close(self) -> None:
         if self._pool is not None:

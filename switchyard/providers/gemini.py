@@ -29,7 +29,7 @@ import orjson
 
 from switchyard.providers.base import ChatCall, HTTPProvider
 from switchyard.providers.http import (
-    Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.wire.chat import (
     AudioPart,
@@ -104,15 +104,8 @@ class GeminiProvider(HTTPProvider):
         return {"thinkingBudget": int(budgets[effort])}
 
     async def _send(self, call: ChatCall, stream: bool) -> Response:
-        assert self._pool is not None, "provider not started"
         payload = orjson.dumps(to_gemini(call.request, call.body, self.thinking_config(call.request.reasoning_effort)))
-        try:
-            resp = await self._pool.request("POST", self._path(call.upstream_model, stream), payload)
-            if resp.status >= 400:
-                raise map_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
-            return resp
-        except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise transport_error(exc, self.deployment.id) from None
+        return await self.post(self._path(call.upstream_model, stream), payload, map_error)
 
     # ------------------------------------------------------------------ calls
     async def chat(self, call: ChatCall) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import orjson
 
 from switchyard.providers.base import ChatCall, HTTPProvider
 from switchyard.providers.http import (
-    Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.wire.errors import GatewayError, upstream_error
 from switchyard.wire.sse import SSEDecoder
@@ -47,14 +47,7 @@ class OpenAIProvider(HTTPProvider):
         return orjson.dumps(body)
 
     async def _send(self, call: ChatCall, stream: bool) -> Response:
-        assert self._pool is not None, "provider not started"
-        try:
-            resp = await self._pool.request("POST", "/chat/completions", self._payload(call, stream))
-            if resp.status >= 400:
-                raise map_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
-            return resp
-        except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise transport_error(exc, self.deployment.id) from None
+        return await self.post("/chat/completions", self._payload(call, stream), map_error)
 
     async def chat(self, call: ChatCall) -> dict[str, Any]:
         resp = await self._send(call, stream=False)

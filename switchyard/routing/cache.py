@@ -23,10 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+
+from switchyard.store.redis_client import bounded_client
 
 from switchyard.wire.errors import invalid_request
 
@@ -180,19 +178,11 @@ class RedisCache:
         max_connections: int = 64,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        self._redis = bounded_client(url, timeout=timeout, max_connections=max_connections)
         self._prefix = prefix
         self._clock = clock
         self._last_warning: float | None = None
-        kwargs = pool.connection_kwargs
+        kwargs = self._redis.connection_pool.connection_kwargs
         # Host and port only: the URL may carry a password.
         self._where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
