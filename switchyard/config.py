@@ -72,6 +72,11 @@ class Settings:
     redis_url: str | None = None  # shared rate limits for several workers or replicas
     tiers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     default_output_estimate: int = 1024  # rate-limit tokens counted for a request with no max_tokens
+    files_max_bytes: int = 512 * 1024 * 1024  # largest upload to /v1/files
+    files_batch_max_bytes: int = 200 * 1024 * 1024  # largest `batch` input file (OpenAI's limit)
+    batch_concurrency: int = 4  # batch lines one worker runs at once (across its batches)
+    batch_completion_window_seconds: int = 24 * 3600  # a batch not done by then expires ("24h")
+    batch_lease_seconds: int = 30  # a crashed worker's batches are taken over after this long
 
     @property
     def master_key_file(self) -> Path:
@@ -142,6 +147,13 @@ def embedded_models() -> dict[str, tuple[DeploymentConfig, ...]]:
     return {LOCAL_MODEL_NAME: (dep,)}
 
 
+def _positive(value: Any, where: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ConfigError(f"{where} must be a positive integer, not {value!r}")
+    return number
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     file: dict[str, Any] = {}
@@ -164,6 +176,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if env.get(env_name):
             return env[env_name]
         return server.get(key, default)
+
+    batch = file.get("batch") or {}
+
+    def batch_pick(env_name: str, key: str, default: Any) -> Any:
+        if env.get(env_name):
+            return env[env_name]
+        return batch.get(key, default)
 
     models = _models(file.get("models")) or embedded_models()
     strategies = {
@@ -205,6 +224,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             redis_url=env.get("SWITCHYARD_REDIS_URL") or (file.get("redis") or {}).get("url"),
             tiers=file.get("tiers") or {},
             default_output_estimate=int((file.get("billing") or {}).get("default_output_estimate", 1024)),
+            files_max_bytes=int(env.get("SWITCHYARD_FILES_MAX_BYTES")
+                                or (file.get("files") or {}).get("max_bytes", 512 * 1024 * 1024)),
+            files_batch_max_bytes=int(env.get("SWITCHYARD_FILES_BATCH_MAX_BYTES")
+                                      or (file.get("files") or {}).get("batch_max_bytes", 200 * 1024 * 1024)),
+            batch_concurrency=_positive(batch_pick("SWITCHYARD_BATCH_CONCURRENCY", "concurrency", 4), "batch.concurrency"),
+            batch_completion_window_seconds=_positive(batch_pick(
+                "SWITCHYARD_BATCH_COMPLETION_WINDOW_SECONDS", "completion_window_seconds", 24 * 3600),
+                "batch.completion_window_seconds"),
+            batch_lease_seconds=_positive(batch_pick("SWITCHYARD_BATCH_LEASE_SECONDS", "lease_seconds", 30),
+                                          "batch.lease_seconds"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -10,11 +10,13 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy import Table
 
 from switchyard.accounts.billing import Billing, Ticket, usd_number
 from switchyard.accounts.records import Principal
@@ -24,17 +26,24 @@ from switchyard.metering.cost import TokenUsage
 from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, image_token_count
 from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported
-from switchyard.providers import ChatCall
+from switchyard.providers import ChatCall, ResponsesCall
+from switchyard.responses.store import ResponseStore
+from switchyard.responses.streams import TERMINAL, EventSource, NativeEvents, TranslatedEvents
+from switchyard.responses.turns import FileReader, adopt, as_responses_error, inline_files, native_body, usage_of
 from switchyard.routing.cache import ResponseCache, cache_key, cache_ttl, strip_cache_fields
 from switchyard.routing.fallback import first_answer
 from switchyard.routing.router import Router
 from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.chat import ChatRequest, parse_chat_request
-from switchyard.wire.errors import GatewayError, permission_denied
-from switchyard.wire.sse import DONE, data_frame
+from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
+from switchyard.wire.responses import input_items, new_id, parse_responses_request
+from switchyard.wire.responses_chat import ResponseEvents, chat_body, response_from_chat
+from switchyard.wire.sse import DONE, data_frame, event_frame
 
 log = logging.getLogger("switchyard.requests")
+# Rows to commit with a request's bill, made from the final answer (usage.cost set) and its cost.
+Record = Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]]
 # A chunk whose `usage` is an object (not null), however the upstream spaces its JSON.
 _HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{').search
 
@@ -54,18 +63,30 @@ class Outcome:
 
 
 class Gateway:
-    def __init__(self, table: ModelTable, billing: Billing, router: Router, cache: ResponseCache) -> None:
+    def __init__(
+        self, table: ModelTable, billing: Billing, router: Router, cache: ResponseCache,
+        responses: ResponseStore | None = None, files: FileReader | None = None,
+    ) -> None:
         self.table = table
         self.billing = billing
         self.router = router
         self.cache = cache
+        self.responses = responses
+        self.files = files
         self._background: set[asyncio.Task[Any]] = set()
 
-    async def chat(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
+    async def chat(
+        self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
+    ) -> Outcome:
+        """One chat completion. `batch`: a Batch API line (own rate-limit pool, batch prices, never
+        streamed). `record`: rows committed with the bill (non-streaming answers only)."""
         request = parse_chat_request(raw)
         public, group, decision = self._resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
+        if "chat.completions" not in group[0].spec.endpoints:
+            raise invalid_request(f"Model `{request.model}` is only supported in v1/responses, not in v1/chat/completions.",
+                                  param="model", code="unsupported_endpoint")
         images = image_token_count(request, group[0].spec) if request.has_images else 0
         candidates = self.router.candidates(
             request, group, self.table.strategy(public),
@@ -74,7 +95,8 @@ class Gateway:
         )
         ttl = cache_ttl(raw, principal.key.cache_ttl)
         upstream_body = strip_cache_fields(raw) if "cache" in raw or "switchyard_cache" in raw else raw
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, request, candidates, images)
+        ticket, limit_headers = await self.billing.admit(
+            request_id, principal, public, request, candidates, images, batch=batch)
 
         def call(dep: Deployment) -> ChatCall:
             return ChatCall(request=request, body=upstream_body, upstream_model=dep.config.model, request_id=request_id)
@@ -83,12 +105,165 @@ class Gateway:
             outcome = await self._streamed(ticket, candidates, call)
         else:
             cache_key_ = cache_key(public, raw, principal.org.id) if ttl else None
-            outcome = await self._answered(ticket, candidates, call, cache_key_, ttl)
+
+            async def chat_at(dep: Deployment) -> dict[str, Any]:
+                await self._deployment_limits(dep, ticket.rate_tokens)
+                return await dep.provider.chat(call(dep))
+
+            outcome = await self._answered(ticket, candidates, chat_at, cache_key_, ttl, record)
             if decision is not None:
                 outcome.body["model"] = public  # type: ignore[index]  # the tier the smart router chose
         outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome
+
+    async def respond(
+        self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
+    ) -> Outcome:
+        """One Responses API turn: the conversation is rebuilt from stored responses, routed and
+        billed through its chat view, and answered natively by upstreams that speak Responses
+        or translated from chat for the others. The stored response commits with its bill."""
+        req = parse_responses_request(raw)
+        org_id = principal.org.id
+        history: list[dict[str, Any]] = []
+        if req.previous_response_id:
+            found = await self.responses.conversation(org_id, req.previous_response_id) if self.responses else None
+            if found is None:
+                raise not_found(f"Previous response with id '{req.previous_response_id}' not found.",
+                                param="previous_response_id")
+            history = found
+        items = input_items(req)
+        while True:
+            conversation = await inline_files(history + items, org_id, self.files)
+            chat = chat_body(req, raw, conversation)
+            try:
+                request = parse_chat_request(chat)
+                public, group, decision = self._resolve(request, request_id)
+                if not principal.may_use(public):
+                    raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
+                images = image_token_count(request, group[0].spec) if request.has_images else 0
+                candidates = self.router.candidates(
+                    request, group, self.table.strategy(public),
+                    lambda dep: self._prompt_tokens(request, dep, images),
+                    request.output_limit or self.billing.default_output_estimate,
+                )
+                break
+            except GatewayError as exc:
+                # truncation "auto": drop the oldest turns' items until the conversation fits.
+                if exc.code == "context_length_exceeded" and req.truncation == "auto" and history:
+                    history = history[1:]
+                    continue
+                raise as_responses_error(exc) from None
+        ticket, limit_headers = await self.billing.admit(
+            request_id, principal, public, request, candidates, images, endpoint="/v1/responses", batch=batch)
+        response_id, created_at = new_id("resp"), time.time()
+        previous = req.previous_response_id
+
+        def make_ours(response: dict[str, Any]) -> None:
+            adopt(response, response_id=response_id, model=public, previous_response_id=previous,
+                  store=req.store, metadata=req.metadata)
+
+        def chat_call(dep: Deployment) -> ChatCall:
+            return ChatCall(request=request, body=chat, upstream_model=dep.config.model, request_id=request_id)
+
+        def native_call(dep: Deployment) -> ResponsesCall:
+            return ResponsesCall(body=native_body(raw, conversation), upstream_model=dep.config.model, request_id=request_id)
+
+        def keep(response: dict[str, Any], cost: int) -> Sequence[tuple[Table, dict[str, Any]]]:
+            rows = list(record(response, cost)) if record is not None else []
+            if req.store and self.responses is not None:
+                rows += self.responses.rows(org_id, principal.key_id, response, items)
+            return rows
+
+        if req.stream and not batch:
+            async def open_at(dep: Deployment) -> tuple[EventSource, None]:
+                await self._deployment_limits(dep, ticket.rate_tokens)
+                if dep.provider.native_responses:
+                    upstream = dep.provider.respond_stream(native_call(dep))
+                    first = await _first(dep, upstream)
+                    return NativeEvents(upstream, first, make_ours), None
+                chunks, first_chunks = await _open_stream(dep, chat_call(dep))
+                events = ResponseEvents(req, response_id=response_id, created_at=created_at, model=public,
+                                        previous_response_id=previous)
+                return TranslatedEvents(chunks, first_chunks, events), None
+
+            try:
+                dep, (source, _), attempts = await first_answer(candidates, self.router, open_at)
+            except BaseException:
+                await self.billing.abandon(ticket)
+                raise
+            ticket.deployment = dep
+            frames = self._relay_events(ticket, source, keep)
+
+            async def finish() -> None:
+                await frames.aclose()
+                if not ticket.settled:
+                    await source.aclose()
+                    await self._settle(ticket, None, None, "", "cancelled")
+
+            outcome = Outcome(dep, frames=frames, finish=finish, attempts=attempts)
+        else:
+            async def answer_at(dep: Deployment) -> dict[str, Any]:
+                await self._deployment_limits(dep, ticket.rate_tokens)
+                if dep.provider.native_responses:
+                    response = await dep.provider.respond(native_call(dep))
+                    make_ours(response)
+                    return response
+                completion = await dep.provider.chat(chat_call(dep))
+                return response_from_chat(completion, req, response_id=response_id, created_at=created_at,
+                                          model=public, previous_response_id=previous)
+
+            outcome = await self._answered(ticket, candidates, answer_at, None, None, keep)
+        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome.headers.update(limit_headers)
+        return outcome
+
+    async def _relay_events(
+        self, ticket: Ticket, source: EventSource, keep: Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]],
+    ) -> AsyncGenerator[bytes, None]:
+        """Frame Responses events as SSE; the final event (with usage and cost) waits for the bill."""
+        final: dict[str, Any] | None = None
+        try:
+            batch: list[dict[str, Any]] | None = source.first
+            while batch is not None:
+                frames = []
+                for event in batch:
+                    if event.get("type") in TERMINAL:
+                        final = event
+                        continue
+                    frames.append(_event_frame(event))
+                if frames:
+                    yield b"".join(frames)
+                batch = await source.next()
+            if final is None:
+                raise GatewayError(502, f"Deployment {ticket.deployment.id} ended the stream without a final event.",
+                                   type="upstream_error", code="upstream_stream_broken")
+            response = final["response"]
+            usage = response.get("usage")
+
+            def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
+                if not isinstance(response.get("usage"), dict):
+                    response["usage"] = usage_of(metered)
+                _set_cost(response, cost)
+                return keep(response, cost) if response.get("status") != "failed" else ()
+
+            status = "completed" if final["type"] != "response.failed" else "partial"
+            await self._settle(ticket, usage, response.get("service_tier"), source.delivered() if usage is None else "",
+                               status, attach=attach)
+            yield _event_frame(final)
+        except GatewayError as exc:
+            # Headers are gone: bill what was delivered, then close the stream as failed.
+            if not ticket.settled:
+                await self._settle(ticket, None, None, source.delivered(), "partial")
+            yield b"".join(_event_frame(e) for e in source.failed(exc))
+        finally:
+            await source.aclose()
+            if not ticket.settled:
+                task = asyncio.get_running_loop().create_task(
+                    self._settle(ticket, None, None, source.delivered(), "cancelled"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                await asyncio.shield(task)
 
     def _resolve(self, request: ChatRequest, request_id: str) -> tuple[str, list[Deployment], Decision | None]:
         """The public model and its deployments; `switchyard/auto` first picks a tier by its rules."""
@@ -102,32 +277,33 @@ class Gateway:
         return public, group, decision
 
     async def _answered(
-        self, ticket: Ticket, candidates: list[Deployment], call: Callable[[Deployment], ChatCall],
-        key: str | None, ttl: int | None,
+        self, ticket: Ticket, candidates: list[Deployment], answer_at: Callable[[Deployment], Awaitable[dict[str, Any]]],
+        key: str | None, ttl: int | None, record: Record | None = None,
     ) -> Outcome:
-        """A whole answer: from the response cache (opt-in) or the first candidate that gives one."""
+        """A whole answer: from the response cache (opt-in) or the first candidate that gives one.
+        The answer is the endpoint's object (a chat completion or a response) with its usage."""
         cached = await self.cache.get(key) if key else None
-
-        async def chat_at(dep: Deployment) -> dict[str, Any]:
-            await self._deployment_limits(dep, ticket.rate_tokens)
-            return await dep.provider.chat(call(dep))
-
         try:
             if cached is not None:
                 dep, body, attempts = candidates[0], orjson.loads(cached), 0
             else:
-                dep, body, attempts = await first_answer(candidates, self.router, chat_at)
+                dep, body, attempts = await first_answer(candidates, self.router, answer_at)
         except BaseException:
             await self.billing.abandon(ticket)
             raise
         ticket.deployment = dep  # billed at the prices of the deployment that answered
         status = "cache_hit" if cached is not None else "completed"
+
+        def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
+            if body.get("object") == "response" and not isinstance(body.get("usage"), dict):
+                body["usage"] = usage_of(metered)  # an upstream that reported none: our count
+            _set_cost(body, cost)
+            return record(body, cost) if record is not None else ()
+
         cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", status,
-                                     free=cached is not None)
+                                     free=cached is not None, attach=attach)
         if key and cached is None and ttl:
-            await self.cache.put(key, orjson.dumps(body), ttl)
-        if isinstance(body.get("usage"), dict):
-            body["usage"]["cost"] = usd_number(cost)
+            await self.cache.put(key, orjson.dumps(_without_cost(body)), ttl)
         headers = {"x-switchyard-cost-usd": usd(cost)}
         if key:
             headers["x-switchyard-cache"] = "hit" if cached is not None else "miss"
@@ -179,7 +355,8 @@ class Gateway:
         return (exact if exact is not None else count_prompt_tokens(request)) + image_tokens
 
     async def _settle(
-        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str, free: bool = False
+        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str, free: bool = False,
+        attach: Callable[[int, TokenUsage], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
     ) -> tuple[int, TokenUsage]:
         metered = from_openai(usage)
         images = image_tokens_reported(usage)
@@ -188,7 +365,8 @@ class Gateway:
         if metered is None:
             metered = counted(ticket.request, delivered, images)
         cost = await self.billing.settle(
-            ticket, metered, status=status, service_tier=service_tier, image_tokens=images, free=free)
+            ticket, metered, status=status, service_tier=service_tier, image_tokens=images, free=free,
+            attach=(lambda cost: attach(cost, metered)) if attach is not None else None)
         _log(ticket, metered, cost, status)
         return cost, metered
 
@@ -248,9 +426,8 @@ class Gateway:
                 await asyncio.shield(task)
 
 
-async def _open_stream(dep: Deployment, call: ChatCall) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
-    """Start a stream and wait for its first chunks: until then, a failure may still fall back."""
-    stream = dep.provider.chat_stream(call)
+async def _first(dep: Deployment, stream: AsyncIterator[Any]) -> Any:
+    """The first batch of a stream: until it is in, a failure may still fall back."""
     try:
         first = await anext(stream)
         if not first:
@@ -261,7 +438,33 @@ async def _open_stream(dep: Deployment, call: ChatCall) -> tuple[AsyncIterator[l
             raise GatewayError(502, f"Deployment {dep.id} sent an empty stream.", type="upstream_error",
                                code="upstream_invalid_response") from None
         raise
-    return stream, first
+    return first
+
+
+async def _open_stream(dep: Deployment, call: ChatCall) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
+    """Start a stream and wait for its first chunks: until then, a failure may still fall back."""
+    stream = dep.provider.chat_stream(call)
+    return stream, await _first(dep, stream)
+
+
+def _event_frame(event: dict[str, Any]) -> bytes:
+    response = event.get("response")
+    if isinstance(response, dict) and "usage" in response and response["usage"] is None:
+        del response["usage"]  # not known yet: OpenAI sends null, which its own spec does not allow
+    return event_frame(event["type"], orjson.dumps(event))
+
+
+def _set_cost(body: dict[str, Any], cost: int) -> None:
+    if isinstance(body.get("usage"), dict):
+        body["usage"]["cost"] = usd_number(cost)
+
+
+def _without_cost(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer as the upstream gave it: a cache hit is priced (at zero) when it is served."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict) or "cost" not in usage:
+        return body
+    return {**body, "usage": {k: v for k, v in usage.items() if k != "cost"}}
 
 
 def _route_headers(dep: Deployment, attempts: int, decision: Decision | None) -> dict[str, str]:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from tests.openapi_spec import openapi  # noqa: F401  (the fixture validating objects against OpenAI's spec)
 from tests.standins.openai_upstream import StandInUpstream
 
 MASTER_KEY = "sk-sy-test-master"

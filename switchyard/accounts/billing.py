@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from redis.exceptions import RedisError
+from sqlalchemy import Table
 
 from switchyard.accounts.funds import Funds, Hold
 from switchyard.accounts.ledger import LedgerWriter, Settlement
@@ -47,6 +49,7 @@ class Ticket:
     rate_tokens: int
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False
+    batch: bool = False  # a Batch API line: its own rate-limit pool, priced at the catalog's batch tier
 
 
 def billed_tier(tier: object, spec: ModelSpec) -> str | None:
@@ -69,9 +72,12 @@ class Billing:
         self.writer = writer
         self.default_output_estimate = default_output_estimate
 
-    def scopes(self, principal: Principal) -> list[Scope]:
+    def scopes(self, principal: Principal, batch: bool = False) -> list[Scope]:
         org, key = principal.org, principal.key
         tier = self.tiers.get(org.tier)
+        if batch:
+            # Batch lines have their own pool: they never eat the org's interactive limits.
+            return [Scope(f"batch:org:{org.id}", tier.batch_limits if tier else Limits(None, None))]
         base = tier.limits if tier else Limits(None, None)
         org_limits = Limits(org.rpm_limit if org.rpm_limit is not None else base.rpm,
                             org.tpm_limit if org.tpm_limit is not None else base.tpm)
@@ -83,11 +89,12 @@ class Billing:
     async def admit(
         self, request_id: str, principal: Principal, public_model: str, request: ChatRequest,
         candidates: Sequence[Deployment], image_tokens: int, endpoint: str = "/v1/chat/completions",
+        batch: bool = False,
     ) -> tuple[Ticket, dict[str, str]]:
         """Rate-limit and reserve; the hold covers the dearest candidate, since any may answer."""
         dep = candidates[0]
         est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
-        scopes = self.scopes(principal)
+        scopes = self.scopes(principal, batch)
         expected_output = request.output_limit or min(self.default_output_estimate, est.output_bound)
         rate_tokens = est.input_estimate + expected_output
         try:
@@ -101,7 +108,7 @@ class Billing:
                 headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
             raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
                                code="rate_limit_exceeded", headers=headers)
-        worst = max(self._worst(request, principal, d, image_tokens) for d in candidates)
+        worst = max(self._worst(request, principal, d, image_tokens, batch) for d in candidates)
         try:
             hold = await self.funds.reserve(principal, worst)
         except GatewayError as exc:
@@ -112,19 +119,22 @@ class Billing:
             log.error("shared funds unavailable: %s", exc)
             await self._correct(scopes, rate_tokens, 0)
             raise _shared_state_unavailable() from None
-        ticket = Ticket(request_id, principal, public_model, dep, request, endpoint, est, hold, scopes, rate_tokens)
+        ticket = Ticket(request_id, principal, public_model, dep, request, endpoint, est, hold, scopes, rate_tokens,
+                        batch=batch)
         return ticket, dict(admission.headers)
 
     @staticmethod
-    def _worst(request: ChatRequest, principal: Principal, dep: Deployment, image_tokens: int) -> int:
+    def _worst(request: ChatRequest, principal: Principal, dep: Deployment, image_tokens: int, batch: bool) -> int:
         est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
         return cost_nanos(
             dep.spec.prices, TokenUsage(input_tokens=est.input_bound, output_tokens=est.output_bound),
-            service_tier=billed_tier(request.service_tier, dep.spec), tier_multipliers=dep.spec.multipliers,
-            price_multiplier=principal.org.price_multiplier,
+            service_tier=billed_tier("batch" if batch else request.service_tier, dep.spec),
+            tier_multipliers=dep.spec.multipliers, price_multiplier=principal.org.price_multiplier,
         )
 
     def price(self, ticket: Ticket, usage: TokenUsage, service_tier: object) -> int:
+        if ticket.batch:
+            service_tier = "batch"
         spec = ticket.deployment.spec
         return cost_nanos(
             spec.prices, usage, service_tier=billed_tier(service_tier, spec), tier_multipliers=spec.multipliers,
@@ -133,16 +143,19 @@ class Billing:
 
     async def settle(
         self, ticket: Ticket, usage: TokenUsage, *, status: str, service_tier: object, image_tokens: int,
-        free: bool = False,
+        free: bool = False, attach: Callable[[int], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
     ) -> int:
         """Bill exactly once; returns the cost in nano-dollars once it is committed.
 
         `free`: answered from the response cache; no upstream was paid, so the usage is
-        recorded at zero cost."""
+        recorded at zero cost. `attach(cost)`: rows committed in the same transaction as the
+        bill (a stored response, a batch line's result)."""
         if ticket.settled:
             raise RuntimeError(f"request {ticket.request_id} settled twice")
         ticket.settled = True
         cost = 0 if free else self.price(ticket, usage, service_tier)
+        if ticket.batch:
+            service_tier = "batch"
         principal = ticket.principal
         settlement = Settlement(
             request_id=ticket.request_id, org_id=principal.org.id, key_id=principal.key.id,
@@ -154,6 +167,7 @@ class Billing:
             cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens, image_tokens=image_tokens,
             latency_ms=int((time.perf_counter() - ticket.started) * 1000), created_at=int(time.time() * 1000),
+            rows=tuple(attach(cost)) if attach is not None else (),
         )
         try:
             await self.writer.settle(settlement)

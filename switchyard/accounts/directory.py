@@ -126,6 +126,17 @@ class Directory:
         h = self._hash_of.get(key_id)
         return self._by_hash.get(h) if h else None
 
+    def principal(self, key_id: str) -> Principal | None:
+        """The caller behind a key id, for work done later on its behalf (batch lines): None
+        once the key is revoked, expired or gone."""
+        key = self.key_by_id(key_id) or next((k for k in self._static.values() if k.id == key_id), None)
+        if key is None or key.revoked_at is not None:
+            return None
+        if key.expires_at is not None and key.expires_at <= time.time() * 1000:
+            return None
+        org = self.orgs.get(key.org_id)
+        return Principal(key, org) if org is not None else None
+
     def keys_of(self, org_id: str) -> Iterable[KeyRecord]:
         return (k for k in self._by_hash.values() if k.org_id == org_id)
 

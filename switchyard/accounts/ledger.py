@@ -12,10 +12,11 @@ import sqlite3
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Table, insert, update
 
 from switchyard.accounts.directory import Directory
 from switchyard.store.database import Store
@@ -48,6 +49,9 @@ class Settlement:
     image_tokens: int
     latency_ms: int
     created_at: int
+    # Rows that belong with this bill (a stored response, a batch line's result): committed in
+    # the same transaction, so neither exists without the other.
+    rows: tuple[tuple[Table, dict[str, Any]], ...] = ()
 
     def usage_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _USAGE_COLUMNS}
@@ -119,7 +123,10 @@ class LedgerWriter:
         org_delta: defaultdict[str, int] = defaultdict(int)
         key_delta: defaultdict[str, int] = defaultdict(int)
         ledger_rows: list[dict[str, Any]] = []
+        extra: defaultdict[Table, list[dict[str, Any]]] = defaultdict(list)
         for s in batch:
+            for table, row in s.rows:
+                extra[table].append(row)
             org_delta[s.org_id] -= s.cost_nanos
             if s.key_in_db:
                 key_delta[s.key_id] += s.cost_nanos
@@ -130,10 +137,10 @@ class LedgerWriter:
         async with self._directory.lock:
             if self._store.is_sqlite:
                 balances, spent = await self._store.sqlite_transaction(
-                    lambda conn: _write_sqlite(conn, usage_rows, ledger_rows, org_delta, key_delta, now))
+                    lambda conn: _write_sqlite(conn, usage_rows, ledger_rows, extra, org_delta, key_delta, now))
             else:
                 balances, spent = await self._store.transaction(
-                    lambda conn: _write_core(conn, usage_rows, ledger_rows, org_delta, key_delta, now))
+                    lambda conn: _write_core(conn, usage_rows, ledger_rows, extra, org_delta, key_delta, now))
             self._directory.apply_settled(balances, spent)
 
 
@@ -142,11 +149,13 @@ Deltas = dict[str, int]
 
 def _write_core(
     conn: Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
-    org_delta: Deltas, key_delta: Deltas, now: int,
+    extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas, key_delta: Deltas, now: int,
 ) -> tuple[Deltas, Deltas]:
     conn.execute(insert(usage_records), usage_rows)
     if ledger_rows:
         conn.execute(insert(ledger_entries), ledger_rows)
+    for table, rows in extra.items():
+        conn.execute(insert(table), rows)
     balances: Deltas = {}
     spent: Deltas = {}
     feed = []
@@ -180,15 +189,23 @@ _KEY_SQL = "UPDATE api_keys SET spent_nanos = spent_nanos + ? WHERE id = ? RETUR
 _CHANGE_SQL = "INSERT INTO changes (entity, entity_id, created_at) VALUES (?, ?, ?)"
 
 
+def _insert_sql(table: Table) -> tuple[str, tuple[str, ...]]:
+    columns = tuple(c.name for c in table.columns)
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", columns
+
+
 def _write_sqlite(
     conn: sqlite3.Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
-    org_delta: Deltas, key_delta: Deltas, now: int,
+    extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas, key_delta: Deltas, now: int,
 ) -> tuple[Deltas, Deltas]:
     cur = conn.cursor()
     try:
         cur.executemany(_USAGE_SQL, [tuple(r[c] for c in _USAGE_COLUMNS) for r in usage_rows])
         if ledger_rows:
             cur.executemany(_LEDGER_SQL, [tuple(r[c] for c in _LEDGER_COLUMNS) for r in ledger_rows])
+        for table, rows in extra.items():
+            sql, columns = _insert_sql(table)
+            cur.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
         balances: Deltas = {}
         spent: Deltas = {}
         feed = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
+from switchyard.cli.batch import batch
 from switchyard.cli.cost import cost
 from switchyard.cli.models import models
 from switchyard.cli.routes import routes
@@ -20,6 +21,7 @@ app.command()(balance)
 app.command()(usage)
 app.command()(cost)
 app.add_typer(routes, name="routes")
+app.add_typer(batch, name="batch")
 
 
 def main() -> None:

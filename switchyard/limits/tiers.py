@@ -17,6 +17,9 @@ __all__ = ["Limits", "Tier", "load_tiers"]
 
 _PACKAGED = "tiers.yaml"
 _FIELDS = ("rpm", "tpm")
+# Batch lines draw on their own pool; a tier without these leaves batches bounded only by the
+# runner's concurrency.
+_BATCH_FIELDS = ("batch_rpm", "batch_tpm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class Limits:
 class Tier:
     name: str
     limits: Limits
+    batch_limits: Limits = Limits(None, None)
 
 
 def load_tiers(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Tier]:
@@ -54,12 +58,16 @@ def _parse_tier(name: Any, entry: Any) -> Tier:
         raise ValueError(f"tier {name!r}: tier name must be a non-empty string")
     if not isinstance(entry, Mapping):
         raise ValueError(f"tier {name!r}: expected a mapping with 'rpm' and 'tpm', got {type(entry).__name__}")
-    unknown = sorted(str(k) for k in entry if k not in _FIELDS)
+    unknown = sorted(str(k) for k in entry if k not in _FIELDS + _BATCH_FIELDS)
     if unknown:
-        raise ValueError(f"tier {name!r}: field {unknown[0]!r}: unknown field (expected 'rpm' and 'tpm')")
+        raise ValueError(
+            f"tier {name!r}: field {unknown[0]!r}: unknown field (expected 'rpm', 'tpm', 'batch_rpm', 'batch_tpm')")
     values: dict[str, int | None] = {}
-    for field in _FIELDS:
+    for field in _FIELDS + _BATCH_FIELDS:
         if field not in entry:
+            if field in _BATCH_FIELDS:
+                values[field] = None
+                continue
             # Missing is an error rather than "unlimited" so a forgotten line cannot lift a limit.
             raise ValueError(f"tier {name!r}: field {field!r}: missing (use null for unlimited)")
         value = entry[field]
@@ -67,4 +75,5 @@ def _parse_tier(name: Any, entry: Any) -> Tier:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError(f"tier {name!r}: field {field!r}: must be a non-negative integer or null, got {value!r}")
         values[field] = value
-    return Tier(name=name, limits=Limits(rpm=values["rpm"], tpm=values["tpm"]))
+    return Tier(name=name, limits=Limits(rpm=values["rpm"], tpm=values["tpm"]),
+                batch_limits=Limits(rpm=values["batch_rpm"], tpm=values["batch_tpm"]))

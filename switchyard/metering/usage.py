@@ -14,13 +14,21 @@ def _int(value: Any) -> int:
 
 
 def from_openai(usage: Any) -> TokenUsage | None:
-    """OpenAI's `usage` object (chat shape) as TokenUsage; None if absent or unusable."""
-    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
+    """OpenAI's `usage` object (chat or Responses shape) as TokenUsage; None if absent or unusable."""
+    if not isinstance(usage, dict):
         return None
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
-    pd = usage.get("prompt_tokens_details") or {}
-    cd = usage.get("completion_tokens_details") or {}
+    if "prompt_tokens" in usage:
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        pd = usage.get("prompt_tokens_details") or {}
+        cd = usage.get("completion_tokens_details") or {}
+    elif "input_tokens" in usage:
+        prompt = _int(usage.get("input_tokens"))
+        completion = _int(usage.get("output_tokens"))
+        pd = usage.get("input_tokens_details") or {}
+        cd = usage.get("output_tokens_details") or {}
+    else:
+        return None
     cached = min(_int(pd.get("cached_tokens")), prompt)
     writes = min(_int(pd.get("cache_write_tokens")), prompt - cached)
     return TokenUsage(

@@ -38,6 +38,15 @@ class ChatCall:
     request_id: str
 
 
+@dataclass(slots=True)
+class ResponsesCall:
+    """One attempt at a deployment that speaks the Responses API itself."""
+
+    body: dict[str, Any]  # a Responses request, conversation already expanded into `input`
+    upstream_model: str
+    request_id: str
+
+
 class Provider(ABC):
     """One upstream protocol. One instance serves one configured deployment."""
 
@@ -79,6 +88,19 @@ class Provider(ABC):
         Errors before the first chunk raise `GatewayError`; errors after it also raise, and
         the caller turns them into an error event on the client's stream.
         """
+
+    @property
+    def native_responses(self) -> bool:
+        """True when the upstream serves `/responses` itself; else the gateway translates to chat."""
+        return False
+
+    async def respond(self, call: ResponsesCall) -> dict[str, Any]:
+        """Return a complete Responses API `response` object (only if `native_responses`)."""
+        raise NotImplementedError
+
+    def respond_stream(self, call: ResponsesCall) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield batches of Responses streaming events as dicts (only if `native_responses`)."""
+        raise NotImplementedError
 
 
 class HTTPProvider(Provider):

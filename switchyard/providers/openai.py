@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, HTTPProvider
+from switchyard.providers.base import ChatCall, HTTPProvider, ResponsesCall
 from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
@@ -25,6 +25,7 @@ log = logging.getLogger("switchyard.providers.openai")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Statuses that are the client's own fault: passed through with the upstream's message.
 _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 422})
+_TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class OpenAIProvider(HTTPProvider):
@@ -46,19 +47,71 @@ class OpenAIProvider(HTTPProvider):
             body["stream_options"] = options
         return orjson.dumps(body)
 
-    async def _send(self, call: ChatCall, stream: bool) -> Response:
-        return await self.post("/chat/completions", self._payload(call, stream), map_error)
+    @property
+    def native_responses(self) -> bool:
+        # OpenAI itself serves /responses; many compatible servers (Ollama, older vLLM) do not:
+        # `native_responses: false` on such a deployment makes the gateway translate to chat.
+        return bool(self.deployment.options.get("native_responses", True))
 
-    async def chat(self, call: ChatCall) -> dict[str, Any]:
-        resp = await self._send(call, stream=False)
+    async def respond(self, call: ResponsesCall) -> dict[str, Any]:
+        body = {**call.body, "model": call.upstream_model, "stream": False}
+        resp = await self.post("/responses", orjson.dumps(body), map_error)
+        data = await self._read_json(resp)
+        if not isinstance(data, dict) or data.get("object") != "response":
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid response.", code="upstream_invalid_response")
+        return data
+
+    async def respond_stream(self, call: ResponsesCall) -> AsyncIterator[list[dict[str, Any]]]:
+        dep_id = self.deployment.id
+        body = {**call.body, "model": call.upstream_model, "stream": True}
+        resp = await self.post("/responses", orjson.dumps(body), map_error)
+        try:
+            if resp.content_type != "text/event-stream":
+                raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
+            decoder = SSEDecoder()
+            ended = False
+            async for piece in resp.iter_chunks():
+                batch = []
+                for event in decoder.feed(piece):
+                    if event.data == b"[DONE]":
+                        continue
+                    try:
+                        obj = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        raise upstream_error(502, f"Deployment {dep_id} sent an unreadable event.", code="upstream_invalid_response") from None
+                    kind = obj.get("type") if isinstance(obj, dict) else None
+                    if kind == "error":
+                        raise upstream_error(502, f"Deployment {dep_id} failed mid-stream: {obj.get('message') or 'unknown error'}",
+                                             code=obj.get("code") or "upstream_error")
+                    batch.append(obj)
+                    ended = ended or kind in _TERMINAL_EVENTS
+                if batch:
+                    yield batch
+                if ended:
+                    break
+            if not ended:
+                raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, dep_id) from None
+        finally:
+            resp.release()
+
+    async def _read_json(self, resp: Response) -> Any:
         try:
             raw = await resp.read()
         except (UpstreamTimeout, UpstreamProtocolError) as exc:
             raise transport_error(exc, self.deployment.id) from None
         try:
-            data = orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            data = None
+            return None
+
+    async def _send(self, call: ChatCall, stream: bool) -> Response:
+        return await self.post("/chat/completions", self._payload(call, stream), map_error)
+
+    async def chat(self, call: ChatCall) -> dict[str, Any]:
+        resp = await self._send(call, stream=False)
+        data = await self._read_json(resp)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid response.", code="upstream_invalid_response")
         return data

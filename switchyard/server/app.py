@@ -22,10 +22,13 @@ from switchyard.accounts.keys import digest, ensure_master_key
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
 from switchyard.accounts.shared_funds import SharedFunds
+from switchyard.batch import BatchRecords, BatchRunner
 from switchyard.catalog import load_catalog
 from switchyard.config import Settings, load_settings
+from switchyard.files import FileStore
 from switchyard.gateway import Gateway
 from switchyard.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter, load_tiers
+from switchyard.responses import ResponseStore
 from switchyard.routing.cache import cache_namespace, make_cache
 from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
@@ -92,9 +95,16 @@ def build_app(settings: Settings) -> ASGIApp:
     funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url) if settings.redis_url else Funds()
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate)
     cache = make_cache(settings.redis_url, cache_namespace(database_url))
+    files = FileStore(engine, settings.data_dir, settings.files_max_bytes, settings.files_batch_max_bytes)
+    gateway = Gateway(table, billing, Router(), cache, responses=ResponseStore(engine), files=files)
+    batches = BatchRunner(
+        BatchRecords(engine), files, gateway, directory, concurrency=settings.batch_concurrency,
+        lease_seconds=settings.batch_lease_seconds, known_model=lambda name: name in dict(table.names()),
+    )
     state = AppState(
+        files=files, batches=batches,
         settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers, funds), events=events,
-        table=table, gateway=Gateway(table, billing, Router(), cache),
+        table=table, gateway=gateway,
     )
 
     @contextlib.asynccontextmanager
@@ -103,9 +113,11 @@ def build_app(settings: Settings) -> ASGIApp:
         directory.start_polling()
         writer.start()
         await table.start()
+        batches.start()  # last: batch lines need everything above
         try:
             yield
         finally:
+            await batches.stop()  # first: lines in flight still settle through the ledger writer
             await writer.close()
             await directory.close()
             await table.close()

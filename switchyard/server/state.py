@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from switchyard.accounts.admin import AccountsAdmin
 from switchyard.accounts.directory import Directory
 from switchyard.accounts.events import UsageEvents
+from switchyard.batch import BatchRunner
 from switchyard.config import Settings
+from switchyard.files import FileStore
 from switchyard.gateway import Gateway
 from switchyard.routing.table import ModelTable
 
@@ -20,3 +22,5 @@ class AppState:
     events: UsageEvents
     table: ModelTable
     gateway: Gateway
+    files: FileStore
+    batches: BatchRunner  # the Batch API: its records and the background runner

@@ -95,3 +95,82 @@ changes = Table(
     Column("entity_id", String(40), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# Uploaded files: metadata here, bytes on disk under the data directory (files/<org>/<id>).
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("filename", String(500), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Index("ix_files_org_time", "org_id", "created_at"),
+)
+
+# Stored Responses API objects (`store: true`), written in the same transaction as their bill.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("previous_response_id", String(64), nullable=True),
+    Column("body", Text, nullable=False),  # the response object as returned (JSON)
+    Column("input_items", Text, nullable=False),  # this turn's input items, with ids (JSON list)
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_responses_org", "org_id", "created_at"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("input_file_id", String(40), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("output_file_id", String(40), nullable=True),
+    Column("error_file_id", String(40), nullable=True),
+    Column("errors", Text, nullable=True),  # JSON list of {code, message, param, line}
+    Column("metadata", Text, nullable=True),  # JSON object
+    Column("total", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("finalizing_at", BigInteger, nullable=True),
+    Column("completed_at", BigInteger, nullable=True),
+    Column("failed_at", BigInteger, nullable=True),
+    Column("expired_at", BigInteger, nullable=True),
+    Column("cancelling_at", BigInteger, nullable=True),
+    Column("cancelled_at", BigInteger, nullable=True),
+    # Which worker runs it, until when: another worker (or a restarted one) takes over after.
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Index("ix_batches_org_time", "org_id", "created_at"),
+    Index("ix_batches_status", "status"),
+)
+
+# One row per answered batch line. A billed line's row commits with its bill, so after a
+# restart the lines without a row are exactly the ones still to run.
+batch_results = Table(
+    "batch_results",
+    metadata,
+    Column("batch_id", String(40), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(512), nullable=False),
+    Column("ok", Boolean, nullable=False),  # false: goes to the error file
+    Column("output", Text, nullable=False),  # the output (or error) file line, JSON
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+)

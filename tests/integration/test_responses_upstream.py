@@ -1,0 +1,217 @@
+"""The Responses API against stand-in upstreams: OpenAI deployments natively, others via chat.
+
+Every object and event the gateway returns is checked against OpenAI's OpenAPI spec as well as
+the SDK's own types (the SDK parses them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import USER_KEY, Gateway, start_gateway, upstream_config
+from tests.standins.openai_upstream import ANSWER, StandInUpstream
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+                          "required": ["city", "unit"], "additionalProperties": False}, "strict": True}
+# RESPONSES_USAGE at gpt-5.2 prices: (12 x 1.75 + 8 x 0.175 + 9 x 14) / 1M dollars.
+NATIVE_COST = "0.0001484"
+
+
+def _dep(upstream: StandInUpstream, model: str, catalog: str = "gpt-5.2", native: bool = True) -> dict[str, Any]:
+    return {"deployments": [{"provider": "openai", "base_url": upstream.base_url, "api_key_env": "STANDIN_KEY",
+                             "model": model, "catalog": catalog, "native_responses": native,
+                             "timeouts": {"connect": 2, "read": 5}}]}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, upstream: StandInUpstream) -> Iterator[Gateway]:
+    config = upstream_config(upstream)
+    config["models"].update({
+        "translated": _dep(upstream, "ok", native=False),
+        "tools-native": _dep(upstream, "tools"),
+        "tools-translated": _dep(upstream, "tools", native=False),
+        "gpt-5.2-pro": _dep(upstream, "ok", catalog="gpt-5.2-pro"),
+    })
+    gateway = start_gateway(tmp_path_factory.mktemp("responses-upstream"), config=config,
+                            env={"STANDIN_KEY": "sk-upstream-secret"})
+    yield gateway
+    gateway.stop()
+
+
+def _raw(gw: Gateway, body: dict[str, Any]) -> httpx.Response:
+    with httpx.Client(base_url=gw.root, headers={"Authorization": f"Bearer {USER_KEY}"}, timeout=30) as http:
+        return http.post("/v1/responses", json=body)
+
+
+def test_native_answer_is_ours_with_exact_usage_and_cost(gw: Gateway, upstream: StandInUpstream, openapi: Any) -> None:
+    raw = _raw(gw, {"model": "gpt-5.2", "input": "Hello there", "reasoning": {"effort": "high"}, "metadata": {"a": "b"}})
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    openapi(body, "Response")
+    assert body["id"].startswith("resp_") and body["model"] == "gpt-5.2" and body["metadata"] == {"a": "b"}
+    assert raw.headers["x-switchyard-cost-usd"] == NATIVE_COST
+    assert body["usage"]["cost"] == float(NATIVE_COST)
+    sent = upstream.last()
+    assert sent.path == "/v1/responses"
+    assert sent.body["model"] == "ok" and sent.body["store"] is False and sent.body["reasoning"] == {"effort": "high"}
+    assert sent.body["input"] == [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello there"}]}]
+    assert body["id"] != upstream_id(sent)
+
+    resp = gw.client().responses.retrieve(body["id"])
+    assert resp.output_text == "echo: Hello there"
+    assert resp.usage.input_tokens == 20 and resp.usage.input_tokens_details.cached_tokens == 8
+    assert resp.usage.output_tokens == 9 and resp.usage.output_tokens_details.reasoning_tokens == 4
+
+
+def _wire_events(gw: Gateway, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream as it is on the wire: every `event:` line must name its data's type."""
+    events = []
+    with httpx.Client(base_url=gw.root, headers={"Authorization": f"Bearer {USER_KEY}"}, timeout=30) as http:
+        with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+            name = None
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    assert event["type"] == name
+                    events.append(event)
+    return events
+
+
+def upstream_id(sent: Any) -> str | None:
+    return sent.body.get("id")
+
+
+def test_native_multi_turn_sends_the_whole_conversation(gw: Gateway, upstream: StandInUpstream) -> None:
+    client = gw.client()
+    first = client.responses.create(model="gpt-5.2", input="one", instructions="Be terse.")
+    second = client.responses.create(model="gpt-5.2", input="two", previous_response_id=first.id)
+    assert second.output_text == "echo: two" and second.previous_response_id == first.id
+    sent = upstream.last().body
+    assert "previous_response_id" not in sent and "instructions" not in sent  # instructions do not carry over
+    assert [(i.get("type"), i.get("role")) for i in sent["input"]] == [
+        ("message", "user"), ("message", "assistant"), ("message", "user")]
+    assert sent["input"][1]["content"][0]["text"] == "echo: one"
+    assert all("id" not in item for item in sent["input"])
+
+
+def test_native_stream_events_validate_and_end_with_cost(gw: Gateway, openapi: Any) -> None:
+    client = gw.client()
+    with client.responses.stream(model="gpt-5.2", input="streamed words here") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    for event in _wire_events(gw, {"model": "gpt-5.2", "input": "streamed words here"}):
+        openapi(event, "ResponseStreamEvent")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert {events[0].response.id, final.id} == {final.id}
+    assert final.output_text == "echo: streamed words here"
+    assert final.usage.model_extra["cost"] == float(NATIVE_COST)
+    assert client.responses.retrieve(final.id).output_text == final.output_text
+
+
+def test_translated_answer_and_stream(gw: Gateway, upstream: StandInUpstream, openapi: Any) -> None:
+    client = gw.client()
+    resp = client.responses.create(model="translated", input="Hi", instructions="Be nice.", max_output_tokens=50)
+    openapi(client.responses.with_raw_response.retrieve(resp.id).http_response.json(), "Response")
+    assert resp.output_text == "".join(ANSWER)
+    sent = upstream.last()
+    assert sent.path == "/v1/chat/completions"
+    assert sent.body["messages"][0] == {"role": "system", "content": "Be nice."}
+    assert sent.body["messages"][1]["role"] == "user" and sent.body["max_completion_tokens"] == 50
+    events = list(client.responses.create(model="translated", input="Hi", stream=True))
+    for event in _wire_events(gw, {"model": "translated", "input": "Hi"}):
+        openapi(event, "ResponseStreamEvent")
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "".join(ANSWER)
+    assert events[-1].type == "response.completed" and events[-1].response.usage.total_tokens == 17
+
+
+@pytest.mark.parametrize("model", ["tools-native", "tools-translated"])
+def test_function_call_round_trip(gw: Gateway, upstream: StandInUpstream, model: str) -> None:
+    client = gw.client()
+    first = client.responses.create(model=model, input="Weather in Paris?", tools=[WEATHER])
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    json.loads(calls[0].arguments)
+    follow = client.responses.create(
+        model="gpt-5.2" if model == "tools-native" else "translated", previous_response_id=first.id, tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": '{"temp": 21}'}])
+    sent = upstream.last().body
+    if model == "tools-native":
+        kinds = [i.get("type") for i in sent["input"]]
+        assert kinds == ["message", "function_call", "function_call_output"]
+        assert sent["input"][1]["call_id"] == sent["input"][2]["call_id"] == calls[0].call_id
+        assert follow.output_text == 'echo: tool output {"temp": 21}'
+    else:
+        roles = [m["role"] for m in sent["messages"]]
+        assert roles == ["user", "assistant", "tool"]
+        assert sent["messages"][1]["tool_calls"][0]["id"] == calls[0].call_id == sent["messages"][2]["tool_call_id"]
+        assert sent["messages"][2]["content"] == '{"temp": 21}'
+        assert follow.output_text == "".join(ANSWER)
+
+
+def test_tool_call_stream_events(gw: Gateway, openapi: Any) -> None:
+    events = list(gw.client().responses.create(model="tools-translated", input="Weather?", tools=[WEATHER], stream=True))
+    for event in _wire_events(gw, {"model": "tools-translated", "input": "Weather?", "tools": [WEATHER]}):
+        openapi(event, "ResponseStreamEvent")
+    types = [e.type for e in events]
+    assert "response.function_call_arguments.delta" in types
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"location": "Paris", "unit": "c"}
+    assert events[-1].response.output[-1].type == "function_call"
+
+
+def test_reasoning_effort_is_checked_against_the_catalog(gw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        gw.client().responses.create(model="gpt-5.2", input="x", reasoning={"effort": "minimal"})
+    assert err.value.body["param"] == "reasoning.effort" and "minimal" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        gw.client().responses.create(model="gpt-5.2-pro", input="x", reasoning={"effort": "low"})
+    assert err.value.body["param"] == "reasoning.effort"
+
+
+def test_responses_only_model(gw: Gateway) -> None:
+    client = gw.client()
+    assert client.responses.create(model="gpt-5.2-pro", input="deep thought").output_text == "echo: deep thought"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="gpt-5.2-pro", messages=[{"role": "user", "content": "x"}])
+    assert err.value.body["code"] == "unsupported_endpoint"
+
+
+def test_upstream_errors_map_like_chat(gw: Gateway) -> None:
+    client = gw.client()
+    with pytest.raises(openai.RateLimitError) as err:
+        client.responses.create(model="sim-status-429", input="x")
+    assert err.value.response.headers["retry-after"] == "7"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="sim-status-400", input="x")
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.create(model="gpt-5.2", input="x", previous_response_id="resp_nope")
+    assert err.value.body["param"] == "previous_response_id"
+
+
+def test_broken_native_stream_ends_as_failed(gw: Gateway) -> None:
+    events = list(gw.client().responses.create(model="sim-broken-stream", input="x", stream=True))
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.status == "failed" and events[-1].response.error is not None
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_input_items_page_validates(gw: Gateway, openapi: Any) -> None:
+    client = gw.client()
+    resp = client.responses.create(model="gpt-5.2", input=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    with httpx.Client(base_url=gw.root, headers={"Authorization": f"Bearer {USER_KEY}"}) as http:
+        page = http.get(f"/v1/responses/{resp.id}/input_items", params={"limit": 1}).json()
+        deleted = http.delete(f"/v1/responses/{resp.id}").json()
+    openapi(page, "ResponseItemList")
+    assert page["has_more"] is True and page["data"][0]["content"][0]["text"] == "b"
+    assert deleted == {"id": resp.id, "object": "response", "deleted": True}
