@@ -161,7 +161,7 @@ class Gateway:
 
         def make_ours(response: dict[str, Any]) -> None:
             adopt(response, response_id=response_id, model=public, previous_response_id=previous,
-                  store=req.store, metadata=req.metadata)
+                  store=req.store, metadata=req.metadata, truncation=req.truncation)
 
         def chat_call(dep: Deployment) -> ChatCall:
             return ChatCall(request=request, body=chat, upstream_model=dep.config.model, request_id=request_id)

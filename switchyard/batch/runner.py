@@ -28,6 +28,7 @@ from switchyard.batch.jsonl import (
     CHAT, BatchLine, LineError, answered_line, parse_input, reported_errors, unanswered_line, validation_error_lines,
 )
 from switchyard.batch.records import BatchRecord, BatchRecords, now_ms, result_row
+from switchyard.files import FileStore
 from switchyard.gateway import Gateway
 from switchyard.server.request_id import new_request_id
 from switchyard.store.schema import batch_results
@@ -35,7 +36,7 @@ from switchyard.wire.errors import GatewayError, server_error
 
 log = logging.getLogger("switchyard.batch")
 
-MAX_RETRIES = 3  # extra attempts for a line refused with 429 (rate limit) or a 5xx
+MAX_RETRIES = 3  # extra attempts for a line that failed with a 5xx
 MAX_RETRY_DELAY = 30.0
 STATUS_EVERY = 0.5  # seconds between looks at a running batch's status (a cancel from another worker)
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
@@ -55,7 +56,7 @@ class BatchRunner:
     def __init__(
         self,
         records: BatchRecords,
-        files: Any,  # switchyard.files.FileStore
+        files: FileStore,
         gateway: Gateway,
         directory: Directory,
         *,
@@ -236,7 +237,7 @@ class BatchRunner:
         lines = validation_error_lines([e for e in errors if e.line is not None])
         error_file = await self._write_file(b, "error", lines) if lines else None
         if await self.records.transition(
-            b.id, ["validating", "in_progress"], status="failed", failed_at=now_ms(), error_file_id=error_file,
+            b.id, ["validating"], status="failed", failed_at=now_ms(), error_file_id=error_file,
             errors=orjson.dumps(reported_errors(errors)).decode(),
         ):
             log.info("batch %s: failed validation (%d errors)", b.id, len(errors))
@@ -246,8 +247,10 @@ class BatchRunner:
         try:
             data = await self.files.read_bytes(b.org_id, b.input_file_id)
         except GatewayError:
-            await self._fail(b, [LineError("file_not_found", f"The input file {b.input_file_id} was deleted "
-                                           "while the batch ran.", param="input_file_id")])
+            # Deleted while the batch ran: what was answered (and billed) is still delivered.
+            error = LineError("file_not_found", f"The input file {b.input_file_id} was deleted while the batch ran.",
+                              param="input_file_id")
+            await self._finish(b, "in_progress", "failed", errors=[error])
             return
         # The file was validated when the batch was created; parsing again yields the same lines.
         lines = (await asyncio.to_thread(parse_input, data, b.endpoint)).lines
@@ -277,7 +280,7 @@ class BatchRunner:
         try:
             for line in pending:
                 await self._slots.acquire()
-                if self._halted(job) or job.batch.status != "in_progress" or now_ms() >= job.batch.expires_at:
+                if not self._may_start(job):
                     self._slots.release()
                     break
                 task = asyncio.get_running_loop().create_task(self._run_line(job, line))
@@ -321,22 +324,36 @@ class BatchRunner:
                 if b.endpoint == CHAT:
                     await self.gateway.chat(dict(line.body), principal, request_id, batch=True, record=record)
                 else:
-                    await self.gateway.respond(  # type: ignore[attr-defined]
-                        dict(line.body), principal, request_id, batch=True, record=record)
+                    await self.gateway.respond(dict(line.body), principal, request_id, batch=True, record=record)
                 return
             except GatewayError as exc:
                 error = exc
             except Exception:
                 log.exception("batch %s line %d: unexpected error", b.id, line.line)
                 error = server_error()
-            if attempt < MAX_RETRIES and _retryable(error) and not self._halted(job) and now_ms() < b.expires_at:
-                await asyncio.sleep(_delay(attempt, error))
-                attempt += 1
-                continue
+            if _retry(error, attempt):
+                if await self._pause(job, _delay(attempt, error)):
+                    attempt += 1
+                    continue
+                if error.status == 429:
+                    return  # never ran: left to expire, be cancelled or run after a restart
             # Nothing was billed for a failed line: its row is ours to write.
             output = answered_line(line.custom_id, request_id, error.status, error.to_dict())
             await self.records.add_results([result_row(b.id, line.line, line.custom_id, False, output)])
             return
+
+    def _may_start(self, job: _Job) -> bool:
+        return not self._halted(job) and job.batch.status == "in_progress" and now_ms() < job.batch.expires_at
+
+    async def _pause(self, job: _Job, seconds: float) -> bool:
+        """Wait before a retry; False as soon as the batch must stop (cancel, expiry, shutdown)."""
+        deadline = time.monotonic() + seconds
+        while self._may_start(job):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            await asyncio.sleep(min(left, STATUS_EVERY))
+        return False
 
     async def _expire(self, b: BatchRecord, pending: list[BatchLine]) -> None:
         """The window is over: lines not run go to the error file as `batch_expired`."""
@@ -358,13 +375,15 @@ class BatchRunner:
             return None
         return await self.records.load(b.id)
 
-    async def _finish(self, b: BatchRecord, current: str, final: str) -> None:
+    async def _finish(self, b: BatchRecord, current: str, final: str, errors: list[LineError] | None = None) -> None:
         """Write the output and error files (input order) and make the batch final."""
         ok, failed = await self.records.outputs(b.id)
         output_file = await self._write_file(b, "output", ok) if ok else None
         error_file = await self._write_file(b, "error", failed) if failed else None
         values: dict[str, Any] = {"status": final, f"{final}_at": now_ms(),
                                   "output_file_id": output_file, "error_file_id": error_file}
+        if errors:
+            values["errors"] = orjson.dumps(reported_errors(errors)).decode()
         if final == "expired" and b.expired_at is not None:
             values["expired_at"] = b.expired_at
         if await self.records.transition(b.id, [current], **values):
@@ -380,10 +399,14 @@ def _jsonl_bytes(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
-def _retryable(error: GatewayError) -> bool:
+def _retry(error: GatewayError, attempt: int) -> bool:
+    """Rate limits make a line wait (a batch may take its whole window), money does not come
+    back by waiting, and a 5xx gets a few more tries before the line is given up."""
     if error.status == 429:
-        return error.code != "insufficient_quota"  # money does not come back by waiting
-    return error.status >= 500
+        if error.code == "insufficient_quota":
+            return False
+        return error.code == "rate_limit_exceeded" or attempt < MAX_RETRIES
+    return error.status >= 500 and attempt < MAX_RETRIES
 
 
 def _delay(attempt: int, error: GatewayError) -> float:
@@ -393,4 +416,4 @@ def _delay(attempt: int, error: GatewayError) -> float:
             return min(max(float(retry_after), 0.1), MAX_RETRY_DELAY)
         except ValueError:
             pass
-    return min(0.5 * 2**attempt, MAX_RETRY_DELAY) * (0.75 + random.random() / 4)
+    return min(0.5 * 2 ** min(attempt, 10), MAX_RETRY_DELAY) * (0.75 + random.random() / 4)

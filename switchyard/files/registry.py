@@ -60,18 +60,20 @@ class FileRecord:
 
 
 def file_object(record: FileRecord) -> dict[str, Any]:
-    """The OpenAI file object (times in seconds)."""
-    return {
+    """The OpenAI file object (times in seconds). Absent rather than null where there is no
+    value: OpenAI's spec types `expires_at` and `status_details` as non-null."""
+    obj: dict[str, Any] = {
         "id": record.id,
         "object": "file",
         "bytes": record.bytes,
         "created_at": record.created_at // 1000,
-        "expires_at": record.expires_at // 1000 if record.expires_at is not None else None,
         "filename": record.filename,
         "purpose": record.purpose,
         "status": "processed",
-        "status_details": None,
     }
+    if record.expires_at is not None:
+        obj["expires_at"] = record.expires_at // 1000
+    return obj
 
 
 def no_such_file(file_id: str) -> GatewayError:

@@ -44,11 +44,11 @@ def native_body(raw: dict[str, Any], conversation: list[dict[str, Any]]) -> dict
 
 
 def adopt(response: dict[str, Any], *, response_id: str, model: str, previous_response_id: str | None,
-          store: bool, metadata: dict[str, str] | None) -> None:
+          store: bool, metadata: dict[str, str] | None, truncation: str | None) -> None:
     """Make an upstream's response ours: our id (the one GET /v1/responses/{id} knows), the
     public model name, and what the client asked for rather than what we sent upstream."""
     response.update(id=response_id, model=model, previous_response_id=previous_response_id, store=store,
-                    metadata=metadata or {})
+                    metadata=metadata or {}, truncation=truncation or "disabled")
     if response.get("user", "") is None:
         del response["user"]  # OpenAI sends null; its own spec types `user` as a string
 

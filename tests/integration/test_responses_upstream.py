@@ -215,3 +215,17 @@ def test_input_items_page_validates(gw: Gateway, openapi: Any) -> None:
     openapi(page, "ResponseItemList")
     assert page["has_more"] is True and page["data"][0]["content"][0]["text"] == "b"
     assert deleted == {"id": resp.id, "object": "response", "deleted": True}
+
+
+def test_truncation_auto_drops_the_oldest_turns(gw: Gateway, upstream: StandInUpstream) -> None:
+    client = gw.client()
+    words = " ".join(f"w{i}" for i in range(300))  # ~600 tokens; the model's window is 1,000
+    first = client.responses.create(model="small-window", input=words)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="small-window", input=words, previous_response_id=first.id)
+    assert err.value.body["code"] == "context_length_exceeded" and err.value.body["param"] == "input"
+    second = client.responses.create(model="small-window", input="short", previous_response_id=first.id,
+                                     truncation="auto")
+    assert second.truncation == "auto" and second.output_text == "echo: short"
+    sent = upstream.last().body["input"]
+    assert sent[-1]["content"][0]["text"] == "short" and len(sent) < 3  # the oldest turn no longer fits
