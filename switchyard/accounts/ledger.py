@@ -102,22 +102,31 @@ class LedgerWriter:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    await self._commit([s for s, _ in batch])
-                except Exception as exc:
-                    log.exception("committing %d settlements failed", len(batch))
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-                for listener in self.listeners:
-                    try:
-                        listener(batch)
-                    except Exception:
-                        log.exception("usage listener failed")
+                await self._commit_group(batch)
+
+    async def _commit_group(self, batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+        try:
+            await self._commit([s for s, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad settlement (say, a batch line's result another worker already wrote)
+                # must not fail the others that shared its transaction: commit each alone.
+                log.warning("committing %d settlements together failed (%s); committing each alone", len(batch), exc)
+                for item in batch:
+                    await self._commit_group([item])
+                return
+            log.exception("committing settlement %s failed", batch[0][0].request_id)
+            if not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+        for listener in self.listeners:
+            try:
+                listener(batch)
+            except Exception:
+                log.exception("usage listener failed")
 
     async def _commit(self, batch: list[Settlement]) -> None:
         org_delta: defaultdict[str, int] = defaultdict(int)
