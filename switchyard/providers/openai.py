@@ -8,6 +8,7 @@ ask). Streams are relayed event by event as they arrive.
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.wire.errors import GatewayError, upstream_error
-from switchyard.wire.sse import SSEDecoder
+from switchyard.wire.sse import SSEDecoder, SSEEvent
 
 log = logging.getLogger("switchyard.providers.openai")
 
@@ -65,14 +66,10 @@ class OpenAIProvider(HTTPProvider):
         dep_id = self.deployment.id
         body = {**call.body, "model": call.upstream_model, "stream": True}
         resp = await self.post("/responses", orjson.dumps(body), map_error)
-        try:
-            if resp.content_type != "text/event-stream":
-                raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
-            decoder = SSEDecoder()
-            ended = False
-            async for piece in resp.iter_chunks():
-                batch = []
-                for event in decoder.feed(piece):
+        async with aclosing(self._event_batches(resp)) as batches:
+            async for events in batches:
+                batch, ended = [], False
+                for event in events:
                     if event.data == b"[DONE]":
                         continue
                     try:
@@ -88,9 +85,20 @@ class OpenAIProvider(HTTPProvider):
                 if batch:
                     yield batch
                 if ended:
-                    break
-            if not ended:
-                raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
+                    return
+        raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
+
+    async def _event_batches(self, resp: Response) -> AsyncIterator[list[SSEEvent]]:
+        """The events of an SSE answer, batched per network read; transport failures mapped."""
+        dep_id = self.deployment.id
+        try:
+            if resp.content_type != "text/event-stream":
+                raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
+            decoder = SSEDecoder()
+            async for piece in resp.iter_chunks():
+                events = decoder.feed(piece)
+                if events:
+                    yield events
         except (UpstreamTimeout, UpstreamProtocolError) as exc:
             raise transport_error(exc, dep_id) from None
         finally:
@@ -119,14 +127,10 @@ class OpenAIProvider(HTTPProvider):
     async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
         dep_id = self.deployment.id
         resp = await self._send(call, stream=True)
-        try:
-            if resp.content_type != "text/event-stream":
-                raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
-            decoder = SSEDecoder()
-            done = False
-            async for piece in resp.iter_chunks():
-                batch = []
-                for event in decoder.feed(piece):
+        async with aclosing(self._event_batches(resp)) as batches:
+            async for events in batches:
+                batch, done = [], False
+                for event in events:
                     data = event.data
                     if data == b"[DONE]":
                         done = True
@@ -137,13 +141,8 @@ class OpenAIProvider(HTTPProvider):
                 if batch:
                     yield batch
                 if done:
-                    break
-            if not done:
-                raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
-        except (UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise transport_error(exc, dep_id) from None
-        finally:
-            resp.release()
+                    return
+        raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
 
 
 PROVIDER = OpenAIProvider
