@@ -304,14 +304,14 @@ def test_local_model_batch_survives_a_restart(tmp_path: Path, openapi: Any) -> N
         assert LOCAL_MODEL in [m.id for m in client.models.list().data]
         org_id, key = new_org(gw, "batch-local", topup="1")
         client = gw.client(key)
-        ids = [f"local-{i}" for i in range(100)]
+        ids = [f"local-{i}" for i in range(200)]
         lines = [{"custom_id": cid, "method": "POST", "url": CHAT, "body": {
             "model": LOCAL_MODEL, "max_tokens": 4, "temperature": 0,
             "messages": [{"role": "user", "content": f"Say the number {i}."}]}} for i, cid in enumerate(ids)]
         created = client.batches.create(input_file_id=upload(client, lines), endpoint=CHAT, completion_window="24h")
 
         seen = wait_batch(client, created.id, completed_at_least(20), timeout=180)
-        assert seen.request_counts and seen.request_counts.completed < 100
+        assert seen.request_counts and seen.request_counts.completed < 200
         gw.stop()
         gw = start_gateway(workdir, env=env)
         client = gw.client(key)
@@ -329,7 +329,7 @@ def test_local_model_batch_survives_a_restart(tmp_path: Path, openapi: Any) -> N
             assert body["usage"]["cost"] == 0  # the local model is free, at any tier
         # One usage record per line: answered and metered exactly once across the restart.
         usage = org_usage(gw, org_id)
-        assert usage["requests"] == 100
+        assert usage["requests"] == 200
         assert final.usage is not None
         assert usage["input_tokens"] == final.usage.input_tokens > 0
         assert usage["output_tokens"] == final.usage.output_tokens > 0
