@@ -28,9 +28,11 @@ import pytest
 import yaml
 
 # Beside the project checkout, as in CI ("a fresh clone of main with shared/ beside it").
+_CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-openapi.yaml",
+               Path("/work/shared/reference/openai-openapi.yaml")]
 SPEC_PATH: Path = Path(
     os.environ.get("SWITCHYARD_OPENAI_SPEC")
-    or Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-openapi.yaml"
+    or next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
 )
 _ROOT_URI = "urn:openai-openapi"
 _NORMALISE_VERSION = 1  # bump when _normalise changes, so stale pickles are not reused
