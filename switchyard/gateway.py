@@ -133,8 +133,11 @@ class Gateway:
                                 param="previous_response_id")
             history = found
         items = input_items(req)
+        # Uploaded images as data URLs, once: truncation below only drops history items.
+        current = await inline_files(items, org_id, self.files)
+        history = await inline_files(history, org_id, self.files)
         while True:
-            conversation = await inline_files(history + items, org_id, self.files)
+            conversation = history + current
             chat = chat_body(req, raw, conversation)
             try:
                 request = parse_chat_request(chat)

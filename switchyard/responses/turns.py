@@ -10,6 +10,7 @@ import base64
 import copy
 from typing import Any, Protocol
 
+from switchyard.files import sniff_image
 from switchyard.metering.cost import TokenUsage
 from switchyard.wire.errors import GatewayError, invalid_request
 
@@ -21,7 +22,6 @@ _PARAMS = {
     "reasoning_effort": "reasoning.effort", "response_format": "text.format", "messages": "input",
     "max_completion_tokens": "max_output_tokens", "max_tokens": "max_output_tokens",
 }
-_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
 
 
 class FileReader(Protocol):
@@ -68,7 +68,7 @@ async def inline_files(items: list[dict[str, Any]], org_id: str, files: FileRead
             if files is None:
                 raise invalid_request("Files are not available on this server.", param=f"input[{i}].content[{j}].file_id")
             data = await files.read_bytes(org_id, part["file_id"])
-            mime = _image_type(data)
+            mime = sniff_image(data[:16])
             if mime is None:
                 raise invalid_request(f"File {part['file_id']} is not an image (PNG, JPEG, GIF or WebP).",
                                       param=f"input[{i}].content[{j}].file_id", code="invalid_image")
@@ -78,15 +78,6 @@ async def inline_files(items: list[dict[str, Any]], org_id: str, files: FileRead
             new_part["image_url"] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
             out[i]["content"][j] = new_part
     return out
-
-
-def _image_type(data: bytes) -> str | None:
-    for magic, mime in _IMAGE_TYPES:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def usage_of(usage: TokenUsage) -> dict[str, Any]:

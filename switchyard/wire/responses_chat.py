@@ -385,29 +385,6 @@ def response_usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     return usage
 
 
-def chat_usage(response_usage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Responses `usage` → chat `usage`, for metering native Responses answers."""
-    if not response_usage:
-        return None
-    prompt = response_usage.get("input_tokens") or 0
-    completion = response_usage.get("output_tokens") or 0
-    in_details = response_usage.get("input_tokens_details") or {}
-    out_details = response_usage.get("output_tokens_details") or {}
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": response_usage.get("total_tokens") or prompt + completion,
-        "prompt_tokens_details": {
-            "cached_tokens": in_details.get("cached_tokens") or 0,
-            "cache_write_tokens": in_details.get("cache_write_tokens") or 0,
-        },
-        "completion_tokens_details": {"reasoning_tokens": out_details.get("reasoning_tokens") or 0},
-    }
-    if "cost" in response_usage:
-        usage["cost"] = response_usage["cost"]
-    return usage
-
-
 # ---------------------------------------------------------------- streaming
 
 

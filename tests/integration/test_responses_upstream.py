@@ -6,6 +6,8 @@ the SDK's own types (the SDK parses them).
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import USER_KEY, Gateway, start_gateway, upstream_config
+from tests.conftest import MASTER_KEY, USER_KEY, Admin, Gateway, start_gateway, upstream_config
 from tests.standins.openai_upstream import ANSWER, StandInUpstream
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city.",
@@ -229,3 +231,36 @@ def test_truncation_auto_drops_the_oldest_turns(gw: Gateway, upstream: StandInUp
     assert second.truncation == "auto" and second.output_text == "echo: short"
     sent = upstream.last().body["input"]
     assert sent[-1]["content"][0]["text"] == "short" and len(sent) < 3  # the oldest turn no longer fits
+
+
+PNG_1PX = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+@pytest.mark.parametrize("model", ["gpt-5.2", "translated"])
+def test_input_image_by_file_id_reaches_the_upstream_as_data(gw: Gateway, upstream: StandInUpstream, model: str) -> None:
+    client = gw.client()
+    uploaded = client.files.create(file=("dot.png", io.BytesIO(PNG_1PX), "image/png"), purpose="vision")
+    content = [{"type": "input_text", "text": "What is this?"},
+               {"type": "input_image", "file_id": uploaded.id, "detail": "low"}]
+    resp = client.responses.create(model=model, input=[{"role": "user", "content": content}])
+    data_url = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
+    sent = upstream.last().body
+    if model == "gpt-5.2":
+        part = sent["input"][0]["content"][1]
+        assert part == {"type": "input_image", "image_url": data_url, "detail": "low"}
+    else:
+        assert sent["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": data_url, "detail": "low"}}
+    # The stored input keeps the file reference, not the bytes.
+    item = client.responses.input_items.list(resp.id).data[0]
+    assert item.content[1].file_id == uploaded.id
+
+
+def test_input_image_file_of_another_organisation_is_not_found(gw: Gateway) -> None:
+    uploaded = gw.client().files.create(file=("dot.png", io.BytesIO(PNG_1PX), "image/png"), purpose="vision")
+    admin = Admin(gw, MASTER_KEY)
+    org = admin.org("responses-file-thief", tier="unlimited", prepaid=False)
+    other = gw.client(admin.key(org["id"]))
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model="gpt-5.2", input=[{"role": "user", "content": [
+            {"type": "input_image", "file_id": uploaded.id, "detail": "auto"}]}])
