@@ -28,7 +28,35 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
-    read: float = 600.0
+    read: float = 600.0  # the longest silence while an answer is awaited or streamed
+    total: float = 1200.0  # the longest one upstream call may take, first byte to last
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one client connection or request may take of a worker."""
+
+    keep_alive_seconds: float = 5.0  # an idle keep-alive connection is closed after this
+    header_seconds: float = 10.0  # a request's headers must arrive within this
+    body_idle_seconds: float = 30.0  # the longest pause while a request body arrives
+    body_seconds: float = 120.0  # a JSON body must arrive whole within this
+    max_connections: int = 2048  # per worker; past it, connections still sending headers are cut first
+    max_messages: int = 20_000  # chat messages in one request
+    max_input_items: int = 20_000  # Responses input items in one request
+    max_json_nodes: int = 100_000  # JSON objects and arrays in one body: refused before parsing
+    max_json_depth: int = 200  # nesting (at most 240): deeper bodies cannot be re-encoded for an upstream
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """Fetching URLs a client names (remote images for cost estimates): never internal addresses."""
+
+    allow_hosts: tuple[str, ...] = ()  # host names (or ".suffix") exempt from the address check
+    allow_networks: tuple[str, ...] = ()  # CIDR networks exempt from it, e.g. an internal image host
+    max_images_per_request: int = 16
+    per_key_per_minute: int = 120
+    timeout_seconds: float = 10.0
+    max_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +76,9 @@ class DeploymentConfig:
     weight: int = 1  # share of traffic under the `weighted` strategy
     priority: int = 0  # lower is tried first; strategies order deployments within a priority
     retries: int = 1  # extra attempts on this deployment before falling back to the next
+    default_max_tokens: int | None = None  # output limit for requests that set none (None: the model's max)
+    max_response_bytes: int = 32 * 1024 * 1024  # a non-streamed answer larger than this fails
+    max_stream_bytes: int = 256 * 1024 * 1024  # a stream past this many bytes is cut off
     options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific settings
 
 
@@ -77,30 +108,81 @@ class Settings:
     batch_concurrency: int = 4  # batch lines one worker runs at once (across its batches)
     batch_completion_window_seconds: int = 24 * 3600  # a batch not done by then expires ("24h")
     batch_lease_seconds: int = 30  # a crashed worker's batches are taken over after this long
+    timeouts: Timeouts = field(default_factory=Timeouts)  # defaults for every deployment
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    max_reserve_tokens: int | None = None  # output reserved for a request without a limit (None: model max)
+    redis_max_connections: int = 256  # per worker, shared by limits, holds and the cache
+    redis_pool_timeout: float = 10.0  # a burst waits this long for a free Redis connection
 
     @property
     def master_key_file(self) -> Path:
         return self.data_dir / "master_key.sha256"
 
+    @property
+    def served_models(self) -> frozenset[str]:
+        """Every model name a client may send: public names, aliases, the smart-routing name."""
+        names = set(self.models) | set(self.aliases)
+        if self.smart_routing:
+            names.add(str(self.smart_routing.get("model", "switchyard/auto")))
+        return frozenset(names)
 
-def _timeouts(raw: Any, where: str) -> Timeouts:
+
+def _timeouts(raw: Any, where: str, base: Timeouts) -> Timeouts:
     if raw is None:
-        return Timeouts()
+        return base
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}.timeouts must be a mapping with connect/read seconds")
+        raise ConfigError(f"{where}timeouts must be a mapping with connect/read/total seconds")
+    unknown = set(raw) - {"connect", "read", "total"}
+    if unknown:
+        raise ConfigError(f"{where}timeouts: unknown field(s) {', '.join(sorted(unknown))}")
     try:
-        return Timeouts(connect=float(raw.get("connect", 5.0)), read=float(raw.get("read", 600.0)))
+        out = Timeouts(connect=float(raw.get("connect", base.connect)), read=float(raw.get("read", base.read)),
+                       total=float(raw.get("total", base.total)))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}.timeouts: {exc}") from None
+        raise ConfigError(f"{where}timeouts: {exc}") from None
+    if min(out.connect, out.read, out.total) <= 0:
+        raise ConfigError(f"{where}timeouts must be positive numbers of seconds")
+    return out
 
 
-def _deployment(public: str, index: int, raw: Any) -> DeploymentConfig:
+def _section(raw: Any, cls: type[Any], where: str) -> Any:
+    """A config section as its dataclass: known fields only, each of the default's type."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not hasattr(defaults, name):
+            raise ConfigError(f"{where}.{name} is not a known setting")
+        default = getattr(defaults, name)
+        try:
+            if isinstance(default, tuple):
+                if not isinstance(value, list):
+                    raise ValueError("must be a list")
+                values[name] = tuple(str(v) for v in value)
+            else:
+                values[name] = type(default)(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}.{name}: {exc}") from None
+        if isinstance(values[name], (int, float)) and not isinstance(values[name], bool) and values[name] <= 0:
+            raise ConfigError(f"{where}.{name} must be positive, not {value!r}")
+    out = cls(**values)
+    if getattr(out, "max_json_depth", 0) > 240:
+        raise ConfigError(f"{where}.max_json_depth must be at most 240 (upstream requests nest a few levels more)")
+    return out
+
+
+def _deployment(public: str, index: int, raw: Any, timeouts: Timeouts = Timeouts()) -> DeploymentConfig:
     where = f"models.{public}.deployments[{index}]"
     if not isinstance(raw, Mapping) or "provider" not in raw:
         raise ConfigError(f"{where} must be a mapping with at least 'provider'")
     known = {
         "provider", "model", "catalog", "id", "base_url", "api_key_env", "headers",
         "timeouts", "context_window", "max_output_tokens", "weight", "priority", "retries",
+        "default_max_tokens", "max_response_bytes", "max_stream_bytes",
     }
     try:
         weight, priority, retries = int(raw.get("weight", 1)), int(raw.get("priority", 0)), int(raw.get("retries", 1))
@@ -108,6 +190,13 @@ def _deployment(public: str, index: int, raw: Any) -> DeploymentConfig:
         raise ConfigError(f"{where}: weight, priority and retries must be integers") from None
     if weight < 0 or retries < 0:
         raise ConfigError(f"{where}: weight and retries must not be negative")
+    sizes: dict[str, int] = {}
+    for name in ("default_max_tokens", "max_response_bytes", "max_stream_bytes"):
+        if raw.get(name) is not None:
+            value = raw[name]
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{where}.{name} must be a positive integer, not {value!r}")
+            sizes[name] = value
     model = str(raw.get("model") or public)
     return DeploymentConfig(
         provider=str(raw["provider"]),
@@ -117,17 +206,18 @@ def _deployment(public: str, index: int, raw: Any) -> DeploymentConfig:
         base_url=raw.get("base_url"),
         api_key_env=raw.get("api_key_env"),
         headers=dict(raw.get("headers") or {}),
-        timeouts=_timeouts(raw.get("timeouts"), where),
+        timeouts=_timeouts(raw.get("timeouts"), where + ".", timeouts),
         context_window=raw.get("context_window"),
         max_output_tokens=raw.get("max_output_tokens"),
         weight=weight,
         priority=priority,
         retries=retries,
         options={k: v for k, v in raw.items() if k not in known},
+        **sizes,
     )
 
 
-def _models(raw: Any) -> dict[str, tuple[DeploymentConfig, ...]]:
+def _models(raw: Any, timeouts: Timeouts = Timeouts()) -> dict[str, tuple[DeploymentConfig, ...]]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -137,14 +227,19 @@ def _models(raw: Any) -> dict[str, tuple[DeploymentConfig, ...]]:
         deployments = spec.get("deployments") if isinstance(spec, Mapping) else spec
         if not isinstance(deployments, list) or not deployments:
             raise ConfigError(f"models.{public} needs a non-empty 'deployments' list")
-        out[str(public)] = tuple(_deployment(str(public), i, d) for i, d in enumerate(deployments))
+        out[str(public)] = tuple(_deployment(str(public), i, d, timeouts) for i, d in enumerate(deployments))
     return out
 
 
-def embedded_models() -> dict[str, tuple[DeploymentConfig, ...]]:
+def embedded_models(timeouts: Timeouts = Timeouts()) -> dict[str, tuple[DeploymentConfig, ...]]:
     """With no models configured, serve the local model so the first request works offline."""
-    dep = DeploymentConfig(provider="local", model=LOCAL_MODEL_NAME, catalog=LOCAL_MODEL_NAME, id="local")
+    dep = DeploymentConfig(provider="local", model=LOCAL_MODEL_NAME, catalog=LOCAL_MODEL_NAME, id="local",
+                           timeouts=timeouts)
     return {LOCAL_MODEL_NAME: (dep,)}
+
+
+def _optional_positive(value: Any, where: str) -> int | None:
+    return None if value is None else _positive(value, where)
 
 
 def _positive(value: Any, where: str) -> int:
@@ -184,7 +279,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             return env[env_name]
         return batch.get(key, default)
 
-    models = _models(file.get("models")) or embedded_models()
+    timeouts = _timeouts(file.get("timeouts"), "", Timeouts())
+    models = _models(file.get("models"), timeouts) or embedded_models(timeouts)
     strategies = {
         str(name): str(spec.get("strategy", "priority"))
         for name, spec in (file.get("models") or {}).items() if isinstance(spec, Mapping)
@@ -234,6 +330,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 "batch.completion_window_seconds"),
             batch_lease_seconds=_positive(batch_pick("SWITCHYARD_BATCH_LEASE_SECONDS", "lease_seconds", 30),
                                           "batch.lease_seconds"),
+            timeouts=timeouts,
+            limits=_section(file.get("limits"), ServerLimits, "limits"),
+            fetch=_section(file.get("fetch"), FetchPolicy, "fetch"),
+            max_reserve_tokens=_optional_positive((file.get("billing") or {}).get("max_reserve_tokens"),
+                                                  "billing.max_reserve_tokens"),
+            redis_max_connections=_positive((file.get("redis") or {}).get("max_connections", 256), "redis.max_connections"),
+            redis_pool_timeout=float((file.get("redis") or {}).get("pool_timeout", 10.0)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -20,12 +20,12 @@ from sqlalchemy import Table
 
 from switchyard.accounts.billing import Billing, Ticket, usd_number
 from switchyard.accounts.records import Principal
-from switchyard.metering.cost import usd
+from switchyard.config import ServerLimits
 from switchyard.limits import Limits, Scope
-from switchyard.metering.cost import TokenUsage
-from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, image_token_count
-from switchyard.metering.tokens import count_prompt_tokens, prompt_bytes_bound
-from switchyard.metering.usage import counted, from_openai, image_tokens_reported
+from switchyard.metering.cost import TokenUsage, usd
+from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, Quote
+from switchyard.metering.tokens import acount_prompt_tokens, prompt_bytes_bound
+from switchyard.metering.usage import counted, from_openai, image_tokens_reported, unreported
 from switchyard.providers import ChatCall, ResponsesCall
 from switchyard.responses.store import ResponseStore
 from switchyard.responses.streams import TERMINAL, EventSource, NativeEvents, TranslatedEvents
@@ -35,6 +35,7 @@ from switchyard.routing.fallback import first_answer
 from switchyard.routing.router import Router
 from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
+from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
 from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
 from switchyard.wire.responses import input_items, new_id, parse_responses_request
@@ -46,6 +47,9 @@ log = logging.getLogger("switchyard.requests")
 Record = Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]]
 # A chunk whose `usage` is an object (not null), however the upstream spaces its JSON.
 _HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{').search
+# No o200k token (nor any common BPE vocabulary's) spans more bytes: a floor on a prompt's tokens
+# that rejects a prompt far over a window without counting it.
+_MAX_TOKEN_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -62,12 +66,29 @@ class Outcome:
     attempts: int = 1
 
 
+@dataclass(slots=True)
+class _Trace:
+    """What is known of a request as it goes, for the record it leaves if it gets no answer."""
+
+    request_id: str
+    principal: Principal
+    endpoint: str
+    model: str
+    stream: bool
+    batch: bool
+    started: float = field(default_factory=time.perf_counter)
+    ticket: Ticket | None = None
+    limit_headers: dict[str, str] = field(default_factory=dict)
+
+
 class Gateway:
     def __init__(
         self, table: ModelTable, billing: Billing, router: Router, cache: ResponseCache,
         responses: ResponseStore | None = None, files: FileReader | None = None,
+        limits: ServerLimits = ServerLimits(),
     ) -> None:
         self.table = table
+        self.limits = limits
         self.billing = billing
         self.router = router
         self.cache = cache
@@ -75,34 +96,48 @@ class Gateway:
         self.files = files
         self._background: set[asyncio.Task[Any]] = set()
 
+    # ---- the endpoints -------------------------------------------------------------------
+
     async def chat(
         self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
     ) -> Outcome:
         """One chat completion. `batch`: a Batch API line (own rate-limit pool, batch prices, never
         streamed). `record`: rows committed with the bill (non-streaming answers only)."""
+        trace = _trace(raw, principal, request_id, "/v1/chat/completions", batch)
+        return await self._traced(trace, self._chat(raw, trace, record))
+
+    async def respond(
+        self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
+    ) -> Outcome:
+        """One Responses API turn: the conversation is rebuilt from stored responses, routed and
+        billed through its chat view, and answered natively by upstreams that speak Responses
+        or translated from chat for the others. The stored response commits with its bill."""
+        trace = _trace(raw, principal, request_id, "/v1/responses", batch)
+        return await self._traced(trace, self._respond(raw, trace, record))
+
+    async def _chat(self, raw: Any, trace: _Trace, record: Record | None) -> Outcome:
+        principal, request_id, batch = trace.principal, trace.request_id, trace.batch
         request = parse_chat_request(raw)
+        _at_most(len(request.messages), self.limits.max_messages, "messages")
         public, group, decision = self._resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
         if "chat.completions" not in group[0].spec.endpoints:
             raise invalid_request(f"Model `{request.model}` is only supported in v1/responses, not in v1/chat/completions.",
                                   param="model", code="unsupported_endpoint")
-        images = image_token_count(request, group[0].spec) if request.has_images else 0
-        candidates = self.router.candidates(
-            request, group, self.table.strategy(public),
-            lambda dep: self._prompt_tokens(request, dep, images),
-            request.output_limit or self.billing.default_output_estimate,
-        )
+        quote = Quote(request, self.billing.reserve_cap(principal))
+        candidates = await self._candidates(quote, group, public)
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates, batch=batch)
+        trace.ticket, trace.limit_headers = ticket, limit_headers
         ttl = cache_ttl(raw, principal.key.cache_ttl)
         upstream_body = strip_cache_fields(raw) if "cache" in raw or "switchyard_cache" in raw else raw
-        ticket, limit_headers = await self.billing.admit(
-            request_id, principal, public, request, candidates, images, batch=batch)
 
         def call(dep: Deployment) -> ChatCall:
-            return ChatCall(request=request, body=upstream_body, upstream_model=dep.config.model, request_id=request_id)
+            return ChatCall(request=request, body=upstream_body, upstream_model=dep.config.model,
+                            request_id=request_id, output_limit=quote.limit_to_send(dep))
 
         if request.stream:
-            outcome = await self._streamed(ticket, candidates, call)
+            outcome = await self._streamed(ticket, candidates, call, public)
         else:
             cache_key_ = cache_key(public, raw, principal.org.id) if ttl else None
 
@@ -111,18 +146,16 @@ class Gateway:
                 return await dep.provider.chat(call(dep))
 
             outcome = await self._answered(ticket, candidates, chat_at, cache_key_, ttl, record)
-            if decision is not None:
-                outcome.body["model"] = public  # type: ignore[index]  # the tier the smart router chose
+            body = outcome.body
+            assert body is not None
+            # The tier the smart router chose, or the public name in place of an upstream's own id.
+            body["model"] = public if decision is not None else public_model_name(body.get("model"), public, outcome.deployment.spec)
         outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome
 
-    async def respond(
-        self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
-    ) -> Outcome:
-        """One Responses API turn: the conversation is rebuilt from stored responses, routed and
-        billed through its chat view, and answered natively by upstreams that speak Responses
-        or translated from chat for the others. The stored response commits with its bill."""
+    async def _respond(self, raw: Any, trace: _Trace, record: Record | None) -> Outcome:
+        principal, request_id, batch = trace.principal, trace.request_id, trace.batch
         req = parse_responses_request(raw)
         org_id = principal.org.id
         history: list[dict[str, Any]] = []
@@ -133,6 +166,7 @@ class Gateway:
                                 param="previous_response_id")
             history = found
         items = input_items(req)
+        _at_most(len(items), self.limits.max_input_items, "input")
         # Uploaded images as data URLs, once: truncation below only drops history items.
         current = await inline_files(items, org_id, self.files)
         history = await inline_files(history, org_id, self.files)
@@ -144,12 +178,10 @@ class Gateway:
                 public, group, decision = self._resolve(request, request_id)
                 if not principal.may_use(public):
                     raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
-                images = image_token_count(request, group[0].spec) if request.has_images else 0
-                candidates = self.router.candidates(
-                    request, group, self.table.strategy(public),
-                    lambda dep: self._prompt_tokens(request, dep, images),
-                    request.output_limit or self.billing.default_output_estimate,
-                )
+                # Items the chat view leaves out (encrypted reasoning, say) still reach a native
+                # upstream and count as input there: their bytes widen the bound.
+                quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=_unviewed_bytes(conversation))
+                candidates = await self._candidates(quote, group, public)
                 break
             except GatewayError as exc:
                 # truncation "auto": drop the oldest turns' items until the conversation fits.
@@ -158,8 +190,9 @@ class Gateway:
                     continue
                 raise as_responses_error(exc) from None
         ticket, limit_headers = await self.billing.admit(
-            request_id, principal, public, request, candidates, images, endpoint="/v1/responses", batch=batch)
-        response_id, created_at = new_id("resp"), time.time()
+            request_id, principal, public, quote, candidates, endpoint="/v1/responses", batch=batch)
+        trace.ticket, trace.limit_headers = ticket, limit_headers
+        response_id, created_at = new_id("resp"), int(time.time())
         previous = req.previous_response_id
 
         def make_ours(response: dict[str, Any]) -> None:
@@ -167,10 +200,15 @@ class Gateway:
                   store=req.store, metadata=req.metadata, truncation=req.truncation)
 
         def chat_call(dep: Deployment) -> ChatCall:
-            return ChatCall(request=request, body=chat, upstream_model=dep.config.model, request_id=request_id)
+            return ChatCall(request=request, body=chat, upstream_model=dep.config.model, request_id=request_id,
+                            output_limit=quote.limit_to_send(dep))
 
         def native_call(dep: Deployment) -> ResponsesCall:
-            return ResponsesCall(body=native_body(raw, conversation), upstream_model=dep.config.model, request_id=request_id)
+            body = native_body(raw, conversation)
+            sent = quote.limit_to_send(dep)
+            if sent is not None and body.get("max_output_tokens") is None:
+                body["max_output_tokens"] = max(sent, 16)  # the reservation cap; OpenAI's floor is 16
+            return ResponsesCall(body=body, upstream_model=dep.config.model, request_id=request_id)
 
         def keep(response: dict[str, Any], cost: int) -> Sequence[tuple[Table, dict[str, Any]]]:
             rows = list(record(response, cost)) if record is not None else []
@@ -221,52 +259,33 @@ class Gateway:
         outcome.headers.update(limit_headers)
         return outcome
 
-    async def _relay_events(
-        self, ticket: Ticket, source: EventSource, keep: Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]],
-    ) -> AsyncGenerator[bytes, None]:
-        """Frame Responses events as SSE; the final event (with usage and cost) waits for the bill."""
-        final: dict[str, Any] | None = None
+    # ---- shared steps --------------------------------------------------------------------
+
+    async def _traced(self, trace: _Trace, work: Awaitable[Outcome]) -> Outcome:
+        """Run one request; one that gets no answer leaves a zero-cost record (refused before
+        any upstream, failed when none answered, cancelled when its client left first)."""
         try:
-            batch: list[dict[str, Any]] | None = source.first
-            while batch is not None:
-                frames = []
-                for event in batch:
-                    if event.get("type") in TERMINAL:
-                        final = event
-                        continue
-                    frames.append(_event_frame(event))
-                if frames:
-                    yield b"".join(frames)
-                batch = await source.next()
-            if final is None:
-                raise GatewayError(502, f"Deployment {ticket.deployment.id} ended the stream without a final event.",
-                                   type="upstream_error", code="upstream_stream_broken")
-            response = final["response"]
-            usage = response.get("usage")
-
-            def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
-                if not isinstance(response.get("usage"), dict):
-                    response["usage"] = usage_of(metered)
-                _set_cost(response, cost)
-                return keep(response, cost) if response.get("status") != "failed" else ()
-
-            status = "completed" if final["type"] != "response.failed" else "partial"
-            await self._settle(ticket, usage, response.get("service_tier"), source.delivered() if usage is None else "",
-                               status, attach=attach)
-            yield _event_frame(final)
+            return await work
         except GatewayError as exc:
-            # Headers are gone: bill what was delivered, then close the stream as failed.
-            if not ticket.settled:
-                await self._settle(ticket, None, None, source.delivered(), "partial")
-            yield b"".join(_event_frame(e) for e in source.failed(exc))
-        finally:
-            await source.aclose()
-            if not ticket.settled:
-                task = asyncio.get_running_loop().create_task(
-                    self._settle(ticket, None, None, source.delivered(), "cancelled"))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-                await asyncio.shield(task)
+            exc.headers.update(trace.limit_headers)  # limits were checked: say where they stand
+            self._unserved(trace, "failed" if trace.ticket is not None else "refused", exc.status, exc.code, exc.param)
+            raise
+        except asyncio.CancelledError:
+            if trace.ticket is not None and not trace.ticket.settled:
+                await self.billing.abandon(trace.ticket)
+            self._unserved(trace, "cancelled", 499, "client_disconnected", None)
+            raise
+
+    def _unserved(self, trace: _Trace, status: str, http_status: int, code: str | None, param: str | None) -> None:
+        if trace.batch:
+            return  # a batch line's failure goes to the batch's error file
+        try:
+            self.billing.record_unserved(
+                trace.request_id, trace.principal, model=trace.model, endpoint=trace.endpoint, status=status,
+                http_status=http_status, error_code=code, error_param=param, stream=trace.stream,
+                deployment=trace.ticket.deployment.id if trace.ticket is not None else "", started=trace.started)
+        except Exception:  # a trace must never turn into the request's error
+            log.exception("could not record request %s", trace.request_id)
 
     def _resolve(self, request: ChatRequest, request_id: str) -> tuple[str, list[Deployment], Decision | None]:
         """The public model and its deployments; `switchyard/auto` first picks a tier by its rules."""
@@ -274,10 +293,19 @@ class Gateway:
         if smart is None or request.model != smart.name:
             public, group = self.table.resolve(request.model)
             return public, group, None
-        decision = smart.choose(request, prompt_bytes_bound(request) // BYTES_PER_TOKEN_ESTIMATE)
+        decision = smart.choose(request, prompt_bytes_estimate(request))
         public, group = self.table.resolve(decision.model)
         log.info("%s %s -> %s (rule %s: %s)", request_id, smart.name, public, decision.rule, decision.reason)
         return public, group, decision
+
+    async def _candidates(self, quote: Quote, group: list[Deployment], public: str) -> list[Deployment]:
+        """The deployments that can serve this request, in the order to try them."""
+        tokens = {dep.id: await self._prompt_tokens(quote, dep) for dep in group}
+        request = quote.request
+        return self.router.candidates(
+            request, group, self.table.strategy(public), lambda dep: tokens[dep.id],
+            (request.output_limit or self.billing.default_output_estimate) * quote.choices,
+        )
 
     async def _answered(
         self, ticket: Ticket, candidates: list[Deployment], answer_at: Callable[[Deployment], Awaitable[dict[str, Any]]],
@@ -298,13 +326,11 @@ class Gateway:
         status = "cache_hit" if cached is not None else "completed"
 
         def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
-            if body.get("object") == "response" and not isinstance(body.get("usage"), dict):
-                body["usage"] = usage_of(metered)  # an upstream that reported none: our count
             _set_cost(body, cost)
             return record(body, cost) if record is not None else ()
 
-        cost, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), "", status,
-                                     free=cached is not None, attach=attach)
+        cost, _, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), answer_text(body), status,
+                                     free=cached is not None, attach=attach, replace_usage=body)
         if key and cached is None and ttl:
             await self.cache.put(key, orjson.dumps(_without_cost(body)), ttl)
         headers = {"x-switchyard-cost-usd": usd(cost)}
@@ -313,7 +339,7 @@ class Gateway:
         return Outcome(dep, body=body, headers=headers, attempts=attempts)
 
     async def _streamed(
-        self, ticket: Ticket, candidates: list[Deployment], call: Callable[[Deployment], ChatCall]
+        self, ticket: Ticket, candidates: list[Deployment], call: Callable[[Deployment], ChatCall], public: str,
     ) -> Outcome:
         """A stream from the first candidate that sends its first chunk; relayed and billed after."""
 
@@ -327,7 +353,7 @@ class Gateway:
             await self.billing.abandon(ticket)
             raise
         ticket.deployment = dep
-        frames = self._relay(ticket, first, stream)
+        frames = self._relay(ticket, first, stream, _ModelRename.of(first, public, dep))
 
         async def finish() -> None:
             await frames.aclose()  # runs the relay's own cleanup if it started
@@ -349,32 +375,52 @@ class Gateway:
                                code="rate_limit_exceeded", headers=headers)
 
     @staticmethod
-    def _prompt_tokens(request: ChatRequest, dep: Deployment, image_tokens: int) -> int:
-        """Prompt size for the context check; exact counting only when the cheap bound cannot prove a fit."""
-        bound = prompt_bytes_bound(request) + image_tokens
-        if bound + (request.output_limit or 0) <= dep.context_window:
-            return min(bound, dep.context_window - 1)
-        exact = dep.provider.count_prompt_tokens(request)
-        return (exact if exact is not None else count_prompt_tokens(request)) + image_tokens
+    async def _prompt_tokens(quote: Quote, dep: Deployment) -> int:
+        """Prompt size for the context check: the byte bound when it proves a fit, a floor when that
+        proves an overflow, else an exact count (sliced, stopping just past the window)."""
+        request = quote.request
+        images = quote.image_tokens(dep.spec)
+        bound = quote.text_bound + images
+        window = dep.context_window
+        if bound + (request.output_limit or 0) <= window:
+            return min(bound, window - 1)
+        floor = quote.text_bound // _MAX_TOKEN_BYTES + images
+        if floor >= window:
+            return floor
+        exact = await dep.provider.count_prompt_tokens(request)
+        if exact is None:
+            exact = await acount_prompt_tokens(request, stop_after=window)
+        return exact + images
 
     async def _settle(
         self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str, free: bool = False,
         attach: Callable[[int, TokenUsage], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
-    ) -> tuple[int, TokenUsage]:
+        replace_usage: dict[str, Any] | None = None, error_code: str | None = None,
+    ) -> tuple[int, TokenUsage, bool]:
+        """Meter (the upstream's report, or our own count of the prompt and of what was delivered
+        when it gave none or zeros), then bill. `replace_usage`: the answer (a chat completion or
+        a response) whose usage becomes our count when we counted, so the client sees what it was
+        billed for. Returns the cost, the usage billed and whether it is our own count."""
         metered = from_openai(usage)
         images = image_tokens_reported(usage)
         if images is None:
             images = ticket.estimate.image_tokens
-        if metered is None:
-            metered = counted(ticket.request, delivered, images)
+        ours = unreported(metered, delivered)
+        if ours:
+            metered = await counted(ticket.request, delivered, images)
+            if replace_usage is not None:
+                is_response = replace_usage.get("object") == "response"
+                replace_usage["usage"] = usage_of(metered) if is_response else _usage_object(metered)
+        assert metered is not None
         cost = await self.billing.settle(
             ticket, metered, status=status, service_tier=service_tier, image_tokens=images, free=free,
-            attach=(lambda cost: attach(cost, metered)) if attach is not None else None)
+            attach=(lambda cost: attach(cost, metered)) if attach is not None else None,
+            source="counted" if ours else "upstream", error_code=error_code)
         _log(ticket, metered, cost, status)
-        return cost, metered
+        return cost, metered, ours
 
     async def _relay(
-        self, ticket: Ticket, first: list[bytes], stream: AsyncIterator[list[bytes]]
+        self, ticket: Ticket, first: list[bytes], stream: AsyncIterator[list[bytes]], rename: _ModelRename | None,
     ) -> AsyncGenerator[bytes, None]:
         """Frame chunks as SSE; bill before the last frame; keep the usage chunk only if asked for."""
         want_usage = ticket.request.wants_usage_chunk
@@ -388,6 +434,8 @@ class Gateway:
             while batch is not None:
                 frames = []
                 for chunk in batch:
+                    if rename is not None:
+                        chunk = rename(chunk)
                     if _HAS_USAGE(chunk):
                         obj = orjson.loads(chunk)
                         usage_obj, tier = obj.get("usage") or usage_obj, obj.get("service_tier", tier)
@@ -402,12 +450,12 @@ class Gateway:
                     yield b"".join(frames)
                 batch = await anext(stream, None)
             status = "completed"
-            cost, metered = await self._settle(
-                ticket, usage_obj, tier, _delivered_text(sent) if usage_obj is None else "", status)
+            cost, metered, ours = await self._settle(ticket, usage_obj, tier, _delivered_text(sent), status)
             tail = []
             if want_usage:
-                if usage_chunk is None:  # the upstream reported none: send our own count
-                    usage_chunk = {**_head(first[0]), "choices": [], "usage": _usage_object(metered)}
+                if usage_chunk is None or ours:
+                    # The upstream reported none (or zeros): send our own count.
+                    usage_chunk = {**_head(sent[0] if sent else first[0]), "choices": [], "usage": _usage_object(metered)}
                 usage_chunk["usage"]["cost"] = usd_number(cost)
                 tail.append(data_frame(orjson.dumps(usage_chunk)))
             tail.append(DONE)
@@ -415,7 +463,7 @@ class Gateway:
         except GatewayError as exc:
             # Headers are gone: bill what was delivered, then an `error` event (the SDK raises APIError).
             status = "partial"
-            await self._settle(ticket, None, tier, _delivered_text(sent), status)
+            await self._settle(ticket, None, tier, _delivered_text(sent), status, error_code=exc.code)
             yield data_frame(exc.to_json())
         finally:
             await stream.aclose()
@@ -427,6 +475,98 @@ class Gateway:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 await asyncio.shield(task)
+
+    async def _relay_events(
+        self, ticket: Ticket, source: EventSource, keep: Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]],
+    ) -> AsyncGenerator[bytes, None]:
+        """Frame Responses events as SSE; the final event (with usage and cost) waits for the bill."""
+        final: dict[str, Any] | None = None
+        try:
+            batch: list[dict[str, Any]] | None = source.first
+            while batch is not None:
+                frames = []
+                for event in batch:
+                    if event.get("type") in TERMINAL:
+                        final = event
+                        continue
+                    frames.append(_event_frame(event))
+                if frames:
+                    yield b"".join(frames)
+                batch = await source.next()
+            if final is None:
+                raise GatewayError(502, f"Deployment {ticket.deployment.id} ended the stream without a final event.",
+                                   type="upstream_error", code="upstream_stream_broken")
+            response = final["response"]
+
+            def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
+                _set_cost(response, cost)
+                return keep(response, cost) if response.get("status") != "failed" else ()
+
+            status = "completed" if final["type"] != "response.failed" else "partial"
+            await self._settle(ticket, response.get("usage"), response.get("service_tier"), source.delivered(),
+                               status, attach=attach, replace_usage=response)
+            yield _event_frame(final)
+        except GatewayError as exc:
+            # Headers are gone: bill what was delivered, then close the stream as failed.
+            if not ticket.settled:
+                await self._settle(ticket, None, None, source.delivered(), "partial", error_code=exc.code)
+            yield b"".join(_event_frame(e) for e in source.failed(exc))
+        finally:
+            await source.aclose()
+            if not ticket.settled:
+                task = asyncio.get_running_loop().create_task(
+                    self._settle(ticket, None, None, source.delivered(), "cancelled"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                await asyncio.shield(task)
+
+
+def prompt_bytes_estimate(request: ChatRequest) -> int:
+    """Prompt tokens by OpenAI's four-bytes rule (smart routing's size rules)."""
+    return prompt_bytes_bound(request) // BYTES_PER_TOKEN_ESTIMATE
+
+
+def _at_most(count: int, limit: int, param: str) -> None:
+    if count > limit:
+        raise invalid_request(f"Invalid '{param}': {count:,} items, at most {limit:,} are allowed in one request.",
+                              param=param, code="array_above_max_length")
+
+
+def _trace(raw: Any, principal: Principal, request_id: str, endpoint: str, batch: bool) -> _Trace:
+    model = raw.get("model") if isinstance(raw, dict) else None
+    stream = bool(raw.get("stream")) if isinstance(raw, dict) else False
+    return _Trace(request_id, principal, endpoint, model if isinstance(model, str) else "", stream, batch)
+
+
+def _unviewed_bytes(conversation: list[dict[str, Any]]) -> int:
+    """Bytes of Responses items with no place in the chat view (reasoning, hosted tool calls)."""
+    shown = ("message", "function_call", "function_call_output", None)
+    return sum(len(orjson.dumps(item)) for item in conversation if item.get("type") not in shown)
+
+
+class _ModelRename:
+    """Puts the public model name in every chunk of a stream whose upstream names its own model id."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self._pairs = pairs
+
+    @classmethod
+    def of(cls, first: list[bytes], public: str, dep: Deployment) -> _ModelRename | None:
+        try:
+            returned = orjson.loads(first[0]).get("model") if first else None
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        if not isinstance(returned, str) or public_model_name(returned, public, dep.spec) == returned:
+            return None
+        old, new = orjson.dumps(returned), orjson.dumps(public)
+        return cls([(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)])
+
+    def __call__(self, chunk: bytes) -> bytes:
+        for old, new in self._pairs:
+            chunk = chunk.replace(old, new)
+        return chunk
 
 
 async def _first(dep: Deployment, stream: AsyncIterator[Any]) -> Any:

@@ -141,6 +141,8 @@ def upstream_config(upstream: StandInUpstream, read_timeout: float = 30) -> dict
     return {
         "models": models,
         "aliases": {"default": "gpt-5.2", "fast": "gpt-5.2"},
+        # Test image servers listen on 127.0.0.2; every other internal address stays refused.
+        "fetch": {"allow_networks": ["127.0.0.2/32"]},
         "catalog": {"small-window": {
             "provider": "openai", "owned_by": "test", "created": 1700000000, "context_window": 1000,
             "max_output_tokens": 200, "prices": {"input": "1", "cached_input": None, "output": "2"},

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy import Row, and_, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,7 +21,7 @@ from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, new_key
 from switchyard.accounts.records import OPERATOR_ORG_ID
 from switchyard.metering.cost import NANOS_PER_USD, usd
-from switchyard.store.schema import api_keys, changes, ledger_entries, organizations, usage_records
+from switchyard.store.schema import UNSERVED, api_keys, changes, ledger_entries, organizations, usage_records
 from switchyard.wire.errors import GatewayError, invalid_request, not_found
 
 class FundsSync(Protocol):
@@ -69,7 +69,7 @@ def org_object(row: Row[Any] | Any) -> dict[str, Any]:
         "price_multiplier": row.price_multiplier, "prepaid": bool(row.prepaid),
         "balance_nanos": int(row.balance_nanos), "balance_usd": usd(int(row.balance_nanos)),
         "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
-        "created_at": row.created_at // 1000,
+        "max_reserve_tokens": row.max_reserve_tokens, "created_at": row.created_at // 1000,
     }
 
 
@@ -80,7 +80,7 @@ def key_object(row: Row[Any] | Any) -> dict[str, Any]:
         "budget_usd": usd(row.budget_nanos) if row.budget_nanos is not None else None,
         "spent_usd": usd(int(row.spent_nanos)), "spent_nanos": int(row.spent_nanos),
         "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
-        "cache_ttl": row.cache_ttl_seconds,
+        "cache_ttl": row.cache_ttl_seconds, "max_reserve_tokens": row.max_reserve_tokens,
         "expires_at": row.expires_at // 1000 if row.expires_at else None,
         "revoked_at": row.revoked_at // 1000 if row.revoked_at else None,
         "created_at": row.created_at // 1000,
@@ -105,18 +105,24 @@ def _allowed_models(value: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
-def _optional_int(value: Any, param: str) -> int | None:
+def _optional_int(value: Any, param: str, minimum: int = 0) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise invalid_request(f"'{param}' must be a non-negative integer or null.", param=param)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise invalid_request(f"'{param}' must be a {kind} integer or null.", param=param)
     return value
 
 
 class AccountsAdmin:
-    def __init__(self, engine: AsyncEngine, tiers: Iterable[str], funds: FundsSync | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, tiers: Iterable[str], funds: FundsSync | None = None,
+        served: Iterable[str] | None = None,
+    ) -> None:
+        """`served`: the model names this deployment serves, to warn about keys limited to others."""
         self.engine = engine
         self.tiers = set(tiers)
+        self.served = frozenset(served) if served is not None else None
         # Shared holds (Redis) follow every change of what an org or key may spend.
         self.funds: FundsSync = funds or Funds()
 
@@ -152,6 +158,7 @@ class AccountsAdmin:
             "overdraft_nanos": to_nanos(body.get("overdraft_usd", "0"), "overdraft_usd"),
             "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
             "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
+            "max_reserve_tokens": _optional_int(body.get("max_reserve_tokens"), "max_reserve_tokens", 1),
             "created_at": t, "updated_at": t,
         }
         try:
@@ -189,6 +196,8 @@ class AccountsAdmin:
         for field in ("rpm_limit", "tpm_limit"):
             if field in body:
                 values[field] = _optional_int(body[field], field)
+        if "max_reserve_tokens" in body:
+            values["max_reserve_tokens"] = _optional_int(body["max_reserve_tokens"], "max_reserve_tokens", 1)
         if "name" in body:
             if not isinstance(body["name"], str) or not body["name"].strip():
                 raise invalid_request("'name' must be a non-empty string.", param="name")
@@ -272,6 +281,7 @@ class AccountsAdmin:
             "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
             "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
             "cache_ttl_seconds": _optional_int(body.get("cache_ttl"), "cache_ttl"),
+            "max_reserve_tokens": _optional_int(body.get("max_reserve_tokens"), "max_reserve_tokens", 1),
             "expires_at": expires * 1000 if expires else None, "revoked_at": None, "created_at": now_ms(),
         }
         async with self.engine.begin() as conn:
@@ -279,7 +289,19 @@ class AccountsAdmin:
             await _feed(conn, "key", values["id"])
         obj = await self.get_key(values["id"])
         obj["key"] = plaintext  # shown once; only its hash is kept
+        self._warn_unserved(obj)
         return obj
+
+    def _warn_unserved(self, key: dict[str, Any]) -> None:
+        """A key limited to models nobody serves here can use nothing: say so, beside the key."""
+        allowed = key.get("allowed_models")
+        if self.served is None or allowed is None:
+            return
+        missing = [m for m in allowed if m not in self.served]
+        if missing:
+            served = ", ".join(sorted(self.served)) or "none"
+            key["warnings"] = [f"Model '{m}' is not served by this gateway (served: {served}); the key cannot "
+                               "use it until the config serves it." for m in missing]
 
     async def get_key(self, key_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:
@@ -311,6 +333,8 @@ class AccountsAdmin:
                 values[field] = _optional_int(body[field], field)
         if "cache_ttl" in body:
             values["cache_ttl_seconds"] = _optional_int(body["cache_ttl"], "cache_ttl")
+        if "max_reserve_tokens" in body:
+            values["max_reserve_tokens"] = _optional_int(body["max_reserve_tokens"], "max_reserve_tokens", 1)
         if "name" in body:
             values["name"] = str(body["name"])
         if not values:
@@ -319,6 +343,8 @@ class AccountsAdmin:
             await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
             await _feed(conn, "key", key_id)
         after = await self.get_key(key_id)
+        if "allowed_models" in body:
+            self._warn_unserved(after)
         if (before["budget_usd"] is None) != (after["budget_usd"] is None):
             await self.funds.forget(key_id=key_id)
         elif after["budget_usd"] is not None:
@@ -361,8 +387,11 @@ class AccountsAdmin:
                 raise invalid_request("'bucket' must be minute, hour or day.", param="bucket")
             columns.append((u.created_at - u.created_at % size).label("bucket_ms"))
             names.append("bucket_ms")
+        # Refused and failed requests leave a record (at zero cost) but are not requests served.
+        served = case((u.status.in_(UNSERVED), 0), else_=1)
         measures = [
-            func.count().label("requests"),
+            func.coalesce(func.sum(served), 0).label("requests"),
+            func.coalesce(func.sum(1 - served), 0).label("errors"),
             func.coalesce(func.sum(u.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(u.cached_tokens), 0).label("cached_tokens"),
             func.coalesce(func.sum(u.cache_write_tokens), 0).label("cache_write_tokens"),
@@ -392,7 +421,7 @@ class AccountsAdmin:
             item: dict[str, Any] = {n: getattr(r, n) for n in names}
             if "bucket_ms" in item:
                 item["bucket_start"] = int(item.pop("bucket_ms")) // 1000
-            for m in ("requests", "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens",
+            for m in ("requests", "errors", "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens",
                       "reasoning_tokens", "image_tokens", "cost_nanos"):
                 item[m] = int(getattr(r, m))
             item["cost_usd"] = usd(item["cost_nanos"])

@@ -1,8 +1,9 @@
 """Admission and settlement of one request: rate limits, the worst-case hold, the exact bill.
 
 `admit` runs before any upstream is called and refuses with 429 (`rate_limit_exceeded` or
-`insufficient_quota`). `settle` prices what was used, commits it durably, and drops the hold.
-`abandon` is for requests that never reached an upstream: nothing is billed.
+`insufficient_quota`). `settle` prices what was used, commits it durably, and drops the hold;
+whatever an upstream reports, a bill never exceeds its hold. `abandon` is for requests that
+never reached an upstream (or got nothing back): nothing is billed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from switchyard.accounts.records import Principal
 from switchyard.catalog import ModelSpec
 from switchyard.limits import Limits, RateLimiter, Scope, Tier
 from switchyard.metering.cost import TokenUsage, cost_nanos
-from switchyard.metering.estimate import Estimate, estimate
+from switchyard.metering.estimate import Estimate, Quote
+from switchyard.metering.usage import within_bounds
 from switchyard.routing.table import Deployment
 from switchyard.wire.chat import ChatRequest
 from switchyard.wire.errors import GatewayError
@@ -40,16 +42,24 @@ class Ticket:
     request_id: str
     principal: Principal
     public_model: str
-    deployment: Deployment
-    request: ChatRequest
+    deployment: Deployment  # the first candidate; settlement sets the one that answered
+    quote: Quote
     endpoint: str
-    estimate: Estimate
     hold: Hold
     scopes: list[Scope]
     rate_tokens: int
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False
     batch: bool = False  # a Batch API line: its own rate-limit pool, priced at the catalog's batch tier
+
+    @property
+    def request(self) -> ChatRequest:
+        return self.quote.request
+
+    @property
+    def estimate(self) -> Estimate:
+        """The bounds at the deployment that answers (or the first candidate, before one has)."""
+        return self.quote.at(self.deployment)
 
 
 def billed_tier(tier: object, spec: ModelSpec) -> str | None:
@@ -65,12 +75,23 @@ class Billing:
         tiers: dict[str, Tier],
         writer: LedgerWriter,
         default_output_estimate: int = 1024,
+        max_reserve_tokens: int | None = None,
     ) -> None:
         self.funds = funds
         self.limiter = limiter
         self.tiers = tiers
         self.writer = writer
         self.default_output_estimate = default_output_estimate
+        self.max_reserve_tokens = max_reserve_tokens  # the default reservation cap (config)
+        self.anomalies = 0  # bills this worker capped at their hold (see `settle`)
+
+    def reserve_cap(self, principal: Principal) -> int | None:
+        """The output reserved for a request without its own limit: the key's cap, else its
+        organisation's, else the configured default; None reserves the model's full max output."""
+        for cap in (principal.key.max_reserve_tokens, principal.org.max_reserve_tokens, self.max_reserve_tokens):
+            if cap is not None:
+                return cap
+        return None
 
     def scopes(self, principal: Principal, batch: bool = False) -> list[Scope]:
         org, key = principal.org, principal.key
@@ -87,16 +108,17 @@ class Billing:
         return scopes
 
     async def admit(
-        self, request_id: str, principal: Principal, public_model: str, request: ChatRequest,
-        candidates: Sequence[Deployment], image_tokens: int, endpoint: str = "/v1/chat/completions",
-        batch: bool = False,
+        self, request_id: str, principal: Principal, public_model: str, quote: Quote,
+        candidates: Sequence[Deployment], endpoint: str = "/v1/chat/completions", batch: bool = False,
     ) -> tuple[Ticket, dict[str, str]]:
         """Rate-limit and reserve; the hold covers the dearest candidate, since any may answer."""
         dep = candidates[0]
-        est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
+        request = quote.request
+        est = quote.at(dep)
         scopes = self.scopes(principal, batch)
-        expected_output = request.output_limit or min(self.default_output_estimate, est.output_bound)
-        rate_tokens = est.input_estimate + expected_output
+        # As OpenAI counts: the prompt once, the output limit of every choice.
+        per_choice = request.output_limit or min(self.default_output_estimate, est.output_limit)
+        rate_tokens = est.input_estimate + per_choice * est.choices
         try:
             admission = await self.limiter.admit(scopes, rate_tokens)
         except (RuntimeError, RedisError) as exc:
@@ -108,7 +130,7 @@ class Billing:
                 headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
             raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
                                code="rate_limit_exceeded", headers=headers)
-        worst = max(self._worst(request, principal, d, image_tokens, batch) for d in candidates)
+        worst = max(self.worst_case(quote, principal, d, batch) for d in candidates)
         try:
             hold = await self.funds.reserve(principal, worst)
         except GatewayError as exc:
@@ -119,16 +141,20 @@ class Billing:
             log.error("shared funds unavailable: %s", exc)
             await self._correct(scopes, rate_tokens, 0)
             raise _shared_state_unavailable() from None
-        ticket = Ticket(request_id, principal, public_model, dep, request, endpoint, est, hold, scopes, rate_tokens,
+        ticket = Ticket(request_id, principal, public_model, dep, quote, endpoint, hold, scopes, rate_tokens,
                         batch=batch)
         return ticket, dict(admission.headers)
 
     @staticmethod
-    def _worst(request: ChatRequest, principal: Principal, dep: Deployment, image_tokens: int, batch: bool) -> int:
-        est = estimate(request, dep.max_output_tokens, dep.context_window, image_tokens)
+    def worst_case(quote: Quote, principal: Principal, dep: Deployment, batch: bool = False) -> int:
+        """The most this request can cost at `dep`: every bound reached, input at its dearest rate
+        (a provider that bills cache writes may bill the whole prompt as one)."""
+        est = quote.at(dep)
+        prices = dep.spec.prices
+        writes = est.input_bound if prices.cache_write is not None and prices.cache_write > prices.input else 0
+        usage = TokenUsage(input_tokens=est.input_bound, cache_write_tokens=writes, output_tokens=est.output_bound)
         return cost_nanos(
-            dep.spec.prices, TokenUsage(input_tokens=est.input_bound, output_tokens=est.output_bound),
-            service_tier=billed_tier("batch" if batch else request.service_tier, dep.spec),
+            prices, usage, service_tier=billed_tier("batch" if batch else quote.request.service_tier, dep.spec),
             tier_multipliers=dep.spec.multipliers, price_multiplier=principal.org.price_multiplier,
         )
 
@@ -144,16 +170,31 @@ class Billing:
     async def settle(
         self, ticket: Ticket, usage: TokenUsage, *, status: str, service_tier: object, image_tokens: int,
         free: bool = False, attach: Callable[[int], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
+        source: str = "upstream", error_code: str | None = None,
     ) -> int:
         """Bill exactly once; returns the cost in nano-dollars once it is committed.
 
+        The usage billed is at most what admission reserved for the deployment that answered
+        (input bound, output limit × n), and the cost at most the hold: an upstream that reports
+        more is logged and recorded as an anomaly, and the answer still goes out.
         `free`: answered from the response cache; no upstream was paid, so the usage is
         recorded at zero cost. `attach(cost)`: rows committed in the same transaction as the
-        bill (a stored response, a batch line's result)."""
+        bill (a stored response, a batch line's result). `source`: "counted" when the usage is
+        our own count because the upstream reported none."""
         if ticket.settled:
             raise RuntimeError(f"request {ticket.request_id} settled twice")
         ticket.settled = True
+        bounds = ticket.estimate
+        usage, anomaly = within_bounds(usage, bounds.input_bound, bounds.output_bound)
         cost = 0 if free else self.price(ticket, usage, service_tier)
+        if cost > ticket.hold.amount_nanos:
+            over = f"cost {cost} > hold {ticket.hold.amount_nanos} nanos"
+            anomaly = f"{anomaly}; {over}" if anomaly else over
+            cost = ticket.hold.amount_nanos
+        if anomaly:
+            self.anomalies += 1
+            log.warning("upstream anomaly on %s (deployment %s): %s; billed at the bound",
+                        ticket.request_id, ticket.deployment.id, anomaly)
         if ticket.batch:
             service_tier = "batch"
         principal = ticket.principal
@@ -165,8 +206,9 @@ class Billing:
             stream=bool(ticket.request.stream), service_tier=str(billed_tier(service_tier, ticket.deployment.spec) or "default"),
             input_tokens=usage.input_tokens, cached_tokens=usage.cached_input_tokens,
             cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens, image_tokens=image_tokens,
+            reasoning_tokens=usage.reasoning_tokens, image_tokens=min(image_tokens, usage.input_tokens),
             latency_ms=int((time.perf_counter() - ticket.started) * 1000), created_at=int(time.time() * 1000),
+            error_code=error_code, usage_source=source, anomaly=anomaly[:200] if anomaly else None,
             rows=tuple(attach(cost)) if attach is not None else (),
         )
         try:
@@ -177,6 +219,24 @@ class Billing:
         await self._release(ticket.hold, cost)
         await self._correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
         return cost
+
+    def record_unserved(
+        self, request_id: str, principal: Principal, *, model: str, endpoint: str, status: str,
+        http_status: int, error_code: str | None, error_param: str | None, stream: bool,
+        deployment: str = "", started: float | None = None,
+    ) -> None:
+        """A request that got no answer (refused before any upstream, or every upstream failed)
+        leaves a zero-cost record, so operators and the console can see why a client fails."""
+        self.writer.record(Settlement(
+            request_id=request_id, org_id=principal.org.id, key_id=principal.key.id, key_in_db=False,
+            reserved_nanos=0, cost_nanos=0, model=model[:200], deployment=deployment[:200], endpoint=endpoint,
+            status=status, stream=stream, service_tier="default", input_tokens=0, cached_tokens=0,
+            cache_write_tokens=0, output_tokens=0, reasoning_tokens=0, image_tokens=0,
+            latency_ms=int((time.perf_counter() - started) * 1000) if started is not None else 0,
+            created_at=int(time.time() * 1000), http_status=http_status,
+            error_code=(error_code or "")[:64] or None, error_param=(error_param or "")[:200] or None,
+            usage_source="none",
+        ))
 
     async def abandon(self, ticket: Ticket) -> None:
         """The request never reached an upstream (or got nothing back): bill nothing."""

@@ -49,6 +49,11 @@ class Settlement:
     image_tokens: int
     latency_ms: int
     created_at: int
+    http_status: int = 200
+    error_code: str | None = None
+    error_param: str | None = None
+    usage_source: str = "upstream"  # upstream: as the upstream reported it; counted: our own count; none
+    anomaly: str | None = None  # what the upstream reported beyond the request's bounds (billed at the bound)
     # Rows that belong with this bill (a stored response, a batch line's result): committed in
     # the same transaction, so neither exists without the other.
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()
@@ -69,6 +74,11 @@ class Settlement:
 
 
 _USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
+
+
+def _log_failed_record(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a request record could not be committed: %s", future.exception())
 
 
 class LedgerWriter:
@@ -95,6 +105,14 @@ class LedgerWriter:
         self._pending.append((settlement, future))
         self._wake.set()
         await future
+
+    def record(self, settlement: Settlement) -> None:
+        """Queue a record that moves no money (a refused or failed request): committed with the
+        next group, never waited for, so a flood of refusals costs no request its latency."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failed_record)
+        self._pending.append((settlement, future))
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:

@@ -22,13 +22,14 @@ class OrgRecord:
     overdraft_nanos: int
     rpm_limit: int | None
     tpm_limit: int | None
+    max_reserve_tokens: int | None = None  # output reserved for a request without its own limit
 
     @classmethod
     def from_row(cls, row: Any) -> OrgRecord:
         return cls(
             id=row.id, name=row.name, tier=row.tier, price_multiplier=Decimal(row.price_multiplier),
             prepaid=bool(row.prepaid), balance_nanos=int(row.balance_nanos), overdraft_nanos=int(row.overdraft_nanos),
-            rpm_limit=row.rpm_limit, tpm_limit=row.tpm_limit,
+            rpm_limit=row.rpm_limit, tpm_limit=row.tpm_limit, max_reserve_tokens=row.max_reserve_tokens,
         )
 
 
@@ -47,6 +48,7 @@ class KeyRecord:
     revoked_at: int | None
     is_admin: bool = False
     cache_ttl: int | None = None  # seconds; responses cached by default for this key
+    max_reserve_tokens: int | None = None  # overrides the organisation's
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
@@ -56,7 +58,7 @@ class KeyRecord:
             allowed_models=frozenset(allowed) if allowed is not None else None,
             budget_nanos=row.budget_nanos, spent_nanos=int(row.spent_nanos), overdraft_nanos=int(row.overdraft_nanos),
             rpm_limit=row.rpm_limit, tpm_limit=row.tpm_limit, expires_at=row.expires_at, revoked_at=row.revoked_at,
-            cache_ttl=row.cache_ttl_seconds,
+            cache_ttl=row.cache_ttl_seconds, max_reserve_tokens=row.max_reserve_tokens,
         )
 
 

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from switchyard.accounts.funds import Hold, insufficient_quota
 from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
+from switchyard.store.redis_client import bounded_client
 
 # KEYS: counters to charge. ARGV[1]: amount; ARGV[1+i]: the value to start KEYS[i] from if absent.
 # Returns 0 on success, else the index of the counter that refused and what it had left.
@@ -49,8 +50,11 @@ def namespace(database_url: str) -> str:
 
 
 class SharedFunds:
-    def __init__(self, url: str, database_url: str) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, url: str, database_url: str, client: aioredis.Redis | None = None) -> None:
+        """`client`: the worker's bounded Redis client (shared, not closed here); by default one of
+        its own, as the CLI uses."""
+        self._owned = client is None
+        self._redis = client if client is not None else bounded_client(url, timeout=2.0)
         self._prefix = namespace(database_url)
         self._reserve = self._redis.register_script(_RESERVE)
         self._credit = self._redis.register_script(_CREDIT)
@@ -124,4 +128,5 @@ class SharedFunds:
             await self._redis.delete(*batch)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._owned:
+            await self._redis.aclose()

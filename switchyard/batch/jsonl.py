@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from switchyard.wire.chat import parse_chat_request
+from switchyard.wire.json_body import parse_json
 from switchyard.wire.errors import GatewayError
 from switchyard.wire.responses import parse_responses_request
 
@@ -96,9 +97,10 @@ def _check_line(
 ) -> LineError | None:
     """None and the line appended to `out.lines` if it is good, else its error."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return LineError("invalid_json_line", f"This line is not valid JSON ({exc.msg}).", number)
+        obj = parse_json(raw)  # the same bounds on nesting and size as a live request's body
+    except GatewayError as exc:
+        return LineError("invalid_json_line", f"This line is not valid JSON for a request: {exc.message}", number,
+                         exc.param)
     if not isinstance(obj, dict):
         return LineError("invalid_json_line", "Each line must be a JSON object.", number)
     custom_id = obj.get("custom_id")

@@ -29,6 +29,7 @@ __all__ = [
     "ImageTokenSpec",
     "ModelSpec",
     "Prices",
+    "PromptOverhead",
     "load_catalog",
 ]
 
@@ -45,12 +46,15 @@ DETAIL_LEVELS = frozenset({"low", "high", "auto", "original"})
 _REQUIRED = (
     "provider", "owned_by", "created", "context_window", "max_output_tokens", "prices", "capabilities", "endpoints",
 )
-_OPTIONAL = ("snapshots", "multipliers", "reasoning_efforts", "default_reasoning_effort", "image_tokens", "notes")
+_OPTIONAL = (
+    "snapshots", "multipliers", "reasoning_efforts", "default_reasoning_effort", "image_tokens", "prompt_overhead", "notes",
+)
 _PRICE_FIELDS = ("input", "cached_input", "output", "cache_write")
 _IMAGE_FIELDS = (
     "method", "patch_size", "multiplier", "base_tokens", "tile_tokens", "tile_size", "max_dim", "short_side", "details",
 )
 _DETAIL_FIELDS = frozenset({"max_dim", "patch_budget", "fixed", "same_as"})
+_OVERHEAD_FIELDS = ("per_request", "per_message", "tools", "image")
 
 _PACKAGED = "models.yaml"
 
@@ -91,6 +95,19 @@ class ImageTokenSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptOverhead:
+    """Tokens an upstream adds to a prompt beyond its text: chat-template framing, injected
+    system prompts, a tool-use preamble; and, for models whose image tokens follow no
+    OpenAI rule (``image_tokens`` absent), the most one image can cost. Admission adds
+    these to the prompt's byte bound, so the bound stays an upper bound on what is billed."""
+
+    per_request: int = 0
+    per_message: int = 0
+    tools: int = 0  # once, when the request has tools
+    image: int = 0  # per image, only for models without ``image_tokens``
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     id: str
     provider: str
@@ -106,6 +123,7 @@ class ModelSpec:
     default_reasoning_effort: str | None
     image_tokens: ImageTokenSpec | None
     snapshots: tuple[str, ...]
+    prompt_overhead: PromptOverhead = PromptOverhead()
 
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -311,6 +329,11 @@ def _parse_model(model_id: str, entry: Any) -> ModelSpec:
             raise e.error("image_tokens", "given but capabilities lack 'vision'")
         image_tokens = _parse_image_tokens(e, entry["image_tokens"])
 
+    overhead = PromptOverhead()
+    if entry.get("prompt_overhead") is not None:
+        raw = e.mapping("prompt_overhead", entry["prompt_overhead"], _OVERHEAD_FIELDS)
+        overhead = PromptOverhead(**{k: e.integer(f"prompt_overhead.{k}", v) for k, v in raw.items()})
+
     if entry.get("notes") is not None and not isinstance(entry["notes"], str):
         raise e.error("notes", f"must be a string, got {_kind(entry['notes'])}")
 
@@ -329,6 +352,7 @@ def _parse_model(model_id: str, entry: Any) -> ModelSpec:
         default_reasoning_effort=default_effort,
         image_tokens=image_tokens,
         snapshots=snapshots,
+        prompt_overhead=overhead,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
@@ -11,7 +14,31 @@ from switchyard.cli.models import models
 from switchyard.cli.routes import routes
 from switchyard.cli.serve import serve
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="switchyard: one OpenAI-compatible endpoint for many models.")
+app = typer.Typer(
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help text: [default: …] and env hints are shown as written
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"switchyard {metadata.version('switchyard')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """switchyard: one OpenAI-compatible endpoint for many models.
+
+    Admin commands (orgs, keys, topup, balance, usage) work on the database in the data
+    directory (SWITCHYARD_DATA_DIR, default ./data; or SWITCHYARD_DATABASE_URL), so run them
+    where `switchyard serve` runs. `switchyard --install-completion` adds shell completion."""
+
+
 app.command()(serve)
 app.command()(models)
 app.add_typer(orgs, name="orgs")

@@ -37,6 +37,9 @@ keys = typer.Typer(no_args_is_help=True, add_completion=False, help="API keys: c
 
 Json = Annotated[bool, typer.Option("--json", help="Print the raw object instead of a table.")]
 Limit = Annotated[Optional[int], typer.Option(min=0, help="Per-minute limit.")]
+ReserveCap = Annotated[Optional[int], typer.Option(
+    min=1, help="Output tokens reserved (and allowed) for a request that sets no max_tokens; "
+                "default: the model's max output.")]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -61,7 +64,7 @@ def run(action: Callable[[AccountsAdmin], Awaitable[T]]) -> T:
         # With Redis configured, running gateways share holds there: changes must reach it too.
         funds = SharedFunds(settings.redis_url, url) if settings.redis_url else None
         try:
-            return await action(AccountsAdmin(engine, tiers, funds))
+            return await action(AccountsAdmin(engine, tiers, funds, served=settings.served_models))
         finally:
             if funds is not None:
                 await funds.close()
@@ -148,6 +151,7 @@ def org_rows(org: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("price multiplier", org["price_multiplier"]), ("billing", "prepaid" if org["prepaid"] else "postpaid"),
         ("balance", money(org["balance_usd"])), ("overdraft", money(org["overdraft_usd"])),
         ("rpm", limit_text(org["rpm_limit"])), ("tpm", limit_text(org["tpm_limit"])),
+        ("output reserved", "model max" if org.get("max_reserve_tokens") is None else f"{org['max_reserve_tokens']:,} tokens"),
         ("created", when(org["created_at"])),
     ]
 
@@ -176,11 +180,13 @@ def orgs_create(
     overdraft_usd: Annotated[str, typer.Option(help="How far below zero a prepaid balance may go.")] = "0",
     rpm: Limit = None,
     tpm: Limit = None,
+    max_reserve_tokens: ReserveCap = None,
     as_json: Json = False,
 ) -> None:
     """Create an organisation (prepaid, balance 0, unless --postpaid)."""
     body = {"name": name, "tier": tier, "price_multiplier": price_multiplier, "prepaid": not postpaid,
-            "overdraft_usd": overdraft_usd, "rpm_limit": rpm, "tpm_limit": tpm}
+            "overdraft_usd": overdraft_usd, "rpm_limit": rpm, "tpm_limit": tpm,
+            "max_reserve_tokens": max_reserve_tokens}
     emit(run(lambda admin: admin.create_org(body)), as_json, render_org)
 
 
@@ -217,10 +223,14 @@ def orgs_update(
     tpm: Annotated[Optional[str], typer.Option(help="Tokens per minute, or 'none' to follow the tier.")] = None,
     prepaid: Annotated[Optional[bool], typer.Option("--prepaid/--postpaid", help="Billing mode.")] = None,
     overdraft_usd: Annotated[Optional[str], typer.Option(help="Allowed overdraft in USD.")] = None,
+    max_reserve_tokens: Annotated[Optional[str], typer.Option(
+        help="Output tokens reserved for requests without max_tokens, or 'none' for the model's max.")] = None,
     as_json: Json = False,
 ) -> None:
     """Change an organisation's tier, price multiplier, limits or billing mode."""
     body: dict[str, Any] = {}
+    if max_reserve_tokens is not None:
+        body["max_reserve_tokens"] = parse_limit(max_reserve_tokens, "--max-reserve-tokens")
     for field, value in (("tier", tier), ("price_multiplier", price_multiplier), ("prepaid", prepaid),
                          ("overdraft_usd", overdraft_usd)):
         if value is not None:
@@ -285,6 +295,8 @@ def render_keys(listing: Mapping[str, Any]) -> None:
 
 
 def render_new_key(key: Mapping[str, Any]) -> None:
+    for warning in key.get("warnings") or ():
+        typer.secho(f"warning: {warning}", err=True, fg="yellow")
     typer.echo(f"Created API key {key['id']} ('{key['name']}') for {key['org_id']}:")
     typer.echo("")
     typer.secho(f"    {key['key']}", bold=True)  # plain echo: never wrapped or cut by a table
@@ -308,13 +320,14 @@ def keys_create(
     expires_in_days: Annotated[Optional[int], typer.Option(min=1, help="Expire after this many days.")] = None,
     rpm: Limit = None,
     tpm: Limit = None,
+    max_reserve_tokens: ReserveCap = None,
     as_json: Json = False,
 ) -> None:
     """Create an API key. It is printed once; only its hash is stored."""
     body = {
         "org": org, "name": name, "allowed_models": split_list(models), "budget_usd": budget_usd,
         "expires_at": int(time.time()) + expires_in_days * 86400 if expires_in_days else None,
-        "rpm_limit": rpm, "tpm_limit": tpm,
+        "rpm_limit": rpm, "tpm_limit": tpm, "max_reserve_tokens": max_reserve_tokens,
     }
     emit(run(lambda admin: admin.create_key(body)), as_json, render_new_key)
 

@@ -96,7 +96,7 @@ def render(q: Mapping[str, Any]) -> None:
         ("input tokens", f"{q['input_tokens']:,} (text {q['text_tokens']:,}, images {q['image_tokens']:,})"),
         *[(f"image {i['index']}", f"{i['width']}x{i['height']}, detail {i['detail']}: {i['tokens']:,} tokens")
           for i in q["images"]],
-        ("max output tokens", f"{q['max_output_tokens']:,}"),
+        ("max output tokens", f"{q['max_output_tokens']:,}" + (f" x {q['choices']} choices" if q["choices"] > 1 else "")),
         ("service tier", q["service_tier"]),
         ("price multiplier", q["price_multiplier"]),
         ("cost, input only", money(q["cost"]["min_usd"])),
@@ -134,17 +134,19 @@ def cost(
 
     from switchyard.server.routes.cost import quote  # lazy: aiohttp and the server only for this command
 
-    async def estimate(chat: ChatRequest, public: str, dep: Deployment) -> dict[str, Any]:
+    async def estimate(chat: ChatRequest, public: str, dep: Deployment, settings: Settings) -> dict[str, Any]:
         await dep.provider.start()  # e.g. the local model's tokenizer and real context window
         try:
-            return await quote(chat, public, dep, multiplier)
+            return await quote(chat, public, dep, multiplier, policy=settings.fetch,
+                               reserve_cap=settings.max_reserve_tokens)
         finally:
             await dep.provider.close()
 
     try:
         chat = parse_chat_request(body)
-        public, dep = resolve(load_settings(), model)
-        result = asyncio.run(estimate(chat, public, dep))
+        settings = load_settings()
+        public, dep = resolve(settings, model)
+        result = asyncio.run(estimate(chat, public, dep, settings))
     except (ConfigError, CatalogError) as exc:
         fail(str(exc), 2)
     except GatewayError as exc:

@@ -22,7 +22,7 @@ from switchyard.cli.admin import add_row, emit, fail, money, show
 from switchyard.cli.cost import build_body
 from switchyard.config import ConfigError, load_settings
 from switchyard.metering.cost import TokenUsage, cost_nanos, usd
-from switchyard.metering.estimate import image_token_count
+from switchyard.metering.estimate import Quote
 from switchyard.metering.tokens import count_prompt_tokens
 from switchyard.routing.fit import check_capabilities, check_size
 from switchyard.routing.router import Router
@@ -54,13 +54,14 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
     """The explanation as a plain object (what `--json` prints); raises GatewayError for an unknown model."""
     public, group = table.resolve(model)
     strategy = table.strategy(public)
-    # As the gateway: image tokens are counted once, with the group's first catalog entry.
-    images = image_token_count(request, group[0].spec) if request.has_images else 0
+    quote = Quote(request)  # as the gateway: image tokens per catalog entry, output per choice times n
     text_tokens = count_prompt_tokens(request)  # exact o200k: offline, no provider counts its own
-    expected_output = request.output_limit or default_output
+    choices = quote.choices
+    expected_output = (request.output_limit or default_output) * choices
+    images = quote.image_tokens(group[0].spec)
 
     def prompt_tokens(dep: Deployment) -> int:
-        return text_tokens + images
+        return text_tokens + quote.image_tokens(dep.spec)
 
     rows: list[dict[str, Any]] = []
     for dep in group:
@@ -71,8 +72,9 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
             check_size(request, dep, tokens)
         except GatewayError as exc:
             reason = exc
-        # The most it could bill: the request's cap, never past what the deployment can generate.
-        worst_output = min(request.output_limit or dep.max_output_tokens, dep.max_output_tokens)
+        # The most it could bill: every choice at the request's cap (or the deployment's default),
+        # never past what the deployment can generate.
+        worst_output = quote.at(dep).output_bound
         prices = dep.spec.prices
         rows.append({
             "id": dep.id,
@@ -114,6 +116,7 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
         "prompt_tokens": text_tokens + images,
         "text_tokens": text_tokens,
         "image_tokens": images,
+        "choices": choices,
         "token_count": "exact o200k_base count (offline: providers not started)",
         "expected_output_tokens": expected_output,
         "deployments": rows,

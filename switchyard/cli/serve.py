@@ -18,12 +18,21 @@ from switchyard.store.prepare import prepare_store, reset_shared_holds
 
 
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Interface to bind [env SWITCHYARD_HOST].")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to bind [env SWITCHYARD_PORT].")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes [env SWITCHYARD_WORKERS].")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Config file (YAML) [env SWITCHYARD_CONFIG].")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Database and files [env SWITCHYARD_DATA_DIR].")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning [env SWITCHYARD_LOG_LEVEL].")] = None,
+    host: Annotated[Optional[str], typer.Option(
+        envvar="SWITCHYARD_HOST", show_envvar=True, help="Interface to bind.  [default: 127.0.0.1]")] = None,
+    port: Annotated[Optional[int], typer.Option(
+        envvar="SWITCHYARD_PORT", show_envvar=True, help="Port to bind.  [default: 8080]")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        envvar="SWITCHYARD_WORKERS", show_envvar=True,
+        help="Worker processes; more than one needs SWITCHYARD_REDIS_URL.  [default: 1]")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        envvar="SWITCHYARD_CONFIG", show_envvar=True,
+        help="Config file (YAML); see switchyard.example.yaml.  [default: none: serve the local model]")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        envvar="SWITCHYARD_DATA_DIR", show_envvar=True,
+        help="Database, uploaded files and the admin key's hash.  [default: ./data]")] = None,
+    log_level: Annotated[Optional[str], typer.Option(
+        envvar="SWITCHYARD_LOG_LEVEL", show_envvar=True, help="debug, info, warning, error.  [default: info]")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request line (uvicorn's access log).")] = False,
 ) -> None:
     """Start the gateway. With no config it serves the embedded local model."""
@@ -77,6 +86,7 @@ def serve(
         log_level=settings.log_level,
         access_log=access_log,
         loop="uvloop",
-        http="httptools",
+        http="switchyard.server.protocol:GuardedHttpToolsProtocol",  # httptools, with slow-client guards
+        timeout_keep_alive=max(1, round(settings.limits.keep_alive_seconds)),
         timeout_graceful_shutdown=10,
     )

@@ -118,6 +118,21 @@ def ms_until(level: int, target: int, limit: int) -> int:
     return -((level - target) // limit)  # ceil division on ints
 
 
+# A dimension no scope limits still gets its three headers (clients parse them as integers):
+# a limit nothing reaches, all of it remaining, nothing to wait for.
+UNLIMITED = 1_000_000_000
+_UNLIMITED = {
+    dim: {f"x-ratelimit-limit-{dim}": str(UNLIMITED), f"x-ratelimit-remaining-{dim}": str(UNLIMITED),
+          f"x-ratelimit-reset-{dim}": "0s"}
+    for dim in ("requests", "tokens")
+}
+
+
+def unlimited_admission() -> Admission:
+    """Admission where no scope limits anything: allowed, with the six headers saying so."""
+    return Admission(True, {**_UNLIMITED["requests"], **_UNLIMITED["tokens"]}, None, None, None)
+
+
 def build_admission(
     scopes: Sequence[Scope], tokens: int, levels: Sequence[tuple[int | None, int | None]], allowed: bool
 ) -> Admission:
@@ -139,6 +154,8 @@ def build_admission(
             headers[f"x-ratelimit-limit-{dim}"] = str(best[2])
             headers[f"x-ratelimit-remaining-{dim}"] = str(best[0])
             headers[f"x-ratelimit-reset-{dim}"] = format_reset(-best[1] / 1000)
+        else:
+            headers.update(_UNLIMITED[dim])
     if allowed:
         return Admission(True, headers, None, None, None)
 
@@ -229,7 +246,7 @@ class LocalRateLimiter:
         check_tokens(tokens)
         limited = unique_limited(scopes)
         if not limited:
-            return Admission(True, {}, None, None, None)
+            return unlimited_admission()
         now = self._now()
         self._evict(now)
         buckets = [self._touch(scope, now) for scope in limited]

@@ -32,6 +32,7 @@ from switchyard.limits.limiter import (
     build_admission,
     check_tokens,
     unique_limited,
+    unlimited_admission,
 )
 
 __all__ = ["RedisRateLimiter"]
@@ -140,8 +141,11 @@ class RedisRateLimiter:
         timeout: float = 1.0,
         max_connections: int = 64,
         idle_ttl: float = IDLE_TTL,
+        client: Any = None,
     ) -> None:
-        self._redis = bounded_client(url, timeout=timeout, max_connections=max_connections)
+        """`client`: a Redis client shared with the worker's other parts (then not closed here)."""
+        self._owned = client is None
+        self._redis = client if client is not None else bounded_client(url, timeout=timeout, max_connections=max_connections)
         self._prefix = prefix
         self._idle_ms = round(idle_ttl * 1000)
         kwargs = self._redis.connection_pool.connection_kwargs
@@ -152,7 +156,7 @@ class RedisRateLimiter:
         check_tokens(tokens)
         limited = unique_limited(scopes)
         if not limited:
-            return Admission(True, {}, None, None, None)
+            return unlimited_admission()
         reply = await self._run("admit", tokens, limited)
         levels = [(_level(reply, i, 0, s.limits.rpm), _level(reply, i, 1, s.limits.tpm)) for i, s in enumerate(limited)]
         return build_admission(limited, tokens, levels, bool(reply[0]))
@@ -164,7 +168,8 @@ class RedisRateLimiter:
             await self._run("correct", delta * UNIT, limited)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._owned:
+            await self._redis.aclose()
 
     async def _run(self, op: str, amount: int, scopes: Sequence[Scope]) -> list[Any]:
         keys = [self._prefix + s.name for s in scopes]

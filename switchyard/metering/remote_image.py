@@ -2,12 +2,15 @@
 
 For a remote image only its header is fetched: a ranged GET for the first 64 KiB, grown (up
 to a cap) only when a JPEG's size marker sits behind large metadata. A server that ignores
-Range is read as a stream and dropped as soon as the size is known.
+Range is read as a stream and dropped as soon as the size is known. Fetches go through
+`fetch.GuardedSession` (public addresses only), at most `fetch.max_images_per_request` per
+request; whatever goes wrong, the client hears one generic error (the reason is logged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +19,18 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from switchyard.catalog import ImageTokenSpec
+from switchyard.config import FetchPolicy
+from switchyard.fetch import FetchRefused, GuardedSession
 from switchyard.metering.image_size import data_url_image_size, image_size
 from switchyard.metering.images import image_tokens
 from switchyard.wire.chat import ChatRequest, ImagePart, ImageURL
 from switchyard.wire.errors import invalid_request
 
-__all__ = ["MeasuredImage", "fetch_image_size", "measure_images"]
+__all__ = ["MeasuredImage", "fetch_image_size", "measure_images", "remote_image_count"]
+
+log = logging.getLogger("switchyard.fetch")
+# One answer for every failed fetch: it must not tell a port scan what it found.
+FETCH_FAILED = "the image at this URL could not be fetched or is not an image switchyard can read"
 
 _FIRST_RANGE = 64 * 1024
 _GROWTH = 4
@@ -48,16 +57,12 @@ class MeasuredImage:
 
 
 async def fetch_image_size(
-    session: aiohttp.ClientSession, url: str, *, timeout: float = 10, max_bytes: int = 1 << 20
+    session: GuardedSession, url: str, *, timeout: float = 10, max_bytes: int = 1 << 20
 ) -> tuple[int, int]:
     """(width, height) of the image at an http(s) URL, reading as few bytes as its header needs.
 
-    Raises ValueError with a message fit for a client (it never repeats the URL, which may
-    carry a signed token).
-    """
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError(f"only http and https image URLs can be fetched, not {scheme + ':' if scheme else 'a relative URL'}")
+    Raises FetchRefused with a reason for the operator's log (it never repeats the URL, which
+    may carry a signed token)."""
     buf = bytearray()
     try:
         async with asyncio.timeout(timeout):
@@ -65,32 +70,32 @@ async def fetch_image_size(
                 end = min(max(_FIRST_RANGE, _GROWTH * len(buf)), max_bytes)
                 # identity: byte ranges must address the file, not a compressed form of it
                 headers = {"Range": f"bytes={len(buf)}-{end - 1}", "Accept-Encoding": "identity"}
-                async with session.get(url, headers=headers) as resp:
+                async with session.get(url, headers) as resp:
                     if resp.status == 200:  # Range ignored: the whole file from the start
                         buf.clear()
                         end = max_bytes
                     elif resp.status == 206:
                         if _range_start(resp.headers.get("Content-Range")) != len(buf):
-                            raise ValueError("the server sent a different byte range than was asked for")
+                            raise FetchRefused("the server sent a different byte range than was asked for")
                     elif resp.status == 416:  # nothing past what we hold: the file ends there
                         break
                     else:
-                        raise ValueError(f"the server answered HTTP {resp.status}")
+                        raise FetchRefused(f"the server answered HTTP {resp.status}")
                     size = await _read_until_size(resp, buf, end)
                     if size is not None:
                         return size
                     if len(buf) < end:  # end of file
                         break
     except TimeoutError:
-        raise ValueError(f"the image did not arrive within {timeout:g} s") from None
-    except aiohttp.ClientConnectorError:
-        raise ValueError("could not connect to the image's host") from None
+        raise FetchRefused(f"the image did not arrive within {timeout:g} s") from None
     except aiohttp.ClientError as exc:
-        raise ValueError(f"downloading the image failed ({type(exc).__name__})") from None
+        raise FetchRefused(f"downloading the image failed ({type(exc).__name__})") from None
+    except ValueError as exc:
+        raise FetchRefused(f"not an image: {exc}") from None
     try:
         return image_size(bytes(buf))
     except ValueError as exc:
-        raise ValueError(f"no image size in its first {len(buf):,} bytes ({exc})") from None
+        raise FetchRefused(f"no image size in its first {len(buf):,} bytes ({exc})") from None
 
 
 async def _read_until_size(resp: aiohttp.ClientResponse, buf: bytearray, end: int) -> tuple[int, int] | None:
@@ -120,8 +125,16 @@ def _range_start(content_range: str | None) -> int | None:
 # ---- every image of a request ------------------------------------------------------------
 
 
+def remote_image_count(request: ChatRequest) -> int:
+    return sum(
+        1 for msg in request.messages if isinstance(msg.content, list)
+        for part in msg.content if isinstance(part, ImagePart) and not _is_data_url(part.image_url.url)
+    )
+
+
 async def measure_images(
-    request: ChatRequest, spec: ImageTokenSpec | None, session: aiohttp.ClientSession | None = None,
+    request: ChatRequest, spec: ImageTokenSpec | None, policy: FetchPolicy = FetchPolicy(),
+    session: GuardedSession | None = None,
 ) -> list[MeasuredImage]:
     """Size and tokens of each image, in request order; remote ones fetched concurrently.
 
@@ -133,14 +146,19 @@ async def measure_images(
         for i, msg in enumerate(request.messages) if isinstance(msg.content, list)
         for j, part in enumerate(msg.content) if isinstance(part, ImagePart)
     ]
-    if session is None and any(not _is_data_url(u.url) for _, u in parts):
-        async with aiohttp.ClientSession() as own:
-            return await _measure(parts, spec, own)
-    return await _measure(parts, spec, session)
+    remote = remote_image_count(request)
+    if remote > policy.max_images_per_request:
+        raise invalid_request(f"At most {policy.max_images_per_request} remote images can be measured per request; "
+                              f"this one has {remote}.", param="messages", code="too_many_images")
+    if session is None and remote:
+        async with GuardedSession(policy) as own:
+            return await _measure(parts, spec, own, policy)
+    return await _measure(parts, spec, session, policy)
 
 
 async def _measure(
-    parts: list[tuple[str, ImageURL]], spec: ImageTokenSpec | None, session: aiohttp.ClientSession | None,
+    parts: list[tuple[str, ImageURL]], spec: ImageTokenSpec | None, session: GuardedSession | None,
+    policy: FetchPolicy,
 ) -> list[MeasuredImage]:
     gate = asyncio.Semaphore(_PARALLEL_FETCHES)
 
@@ -149,12 +167,15 @@ async def _measure(
             return data_url_image_size(url)
         assert session is not None
         async with gate:
-            return await fetch_image_size(session, url)
+            return await fetch_image_size(session, url, timeout=policy.timeout_seconds, max_bytes=policy.max_bytes)
 
     # Wait for all, then report the first failure in request order: the same error every time.
     sizes = await asyncio.gather(*(size_of(u.url) for _, u in parts), return_exceptions=True)
     out: list[MeasuredImage] = []
     for index, ((param, image), size) in enumerate(zip(parts, sizes)):
+        if isinstance(size, FetchRefused):
+            log.info("remote image %s (host %s) not measured: %s", param, urlsplit(image.url).hostname, size)
+            raise invalid_request(f"Invalid image: {FETCH_FAILED}.", param=f"{param}.url", code="invalid_image_url")
         if isinstance(size, ValueError):
             raise invalid_request(f"Invalid image: {size}", param=f"{param}.url", code="invalid_image_url")
         if isinstance(size, BaseException):

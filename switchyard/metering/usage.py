@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchyard.metering.cost import TokenUsage
-from switchyard.metering.tokens import count_prompt_tokens, count_text
+from switchyard.metering.tokens import acount_prompt_tokens, acount_text
 from switchyard.wire.chat import ChatRequest
 
 
@@ -45,9 +45,35 @@ def image_tokens_reported(usage: Any) -> int | None:
     return None
 
 
-def counted(request: ChatRequest, delivered_text: str, image_tokens: int) -> TokenUsage:
+def unreported(usage: TokenUsage | None, delivered_text: str) -> bool:
+    """No usable report: none at all, or zero output for an answer that has text (some
+    OpenAI-compatible servers send zeros rather than nothing)."""
+    return usage is None or (usage.output_tokens == 0 and bool(delivered_text))
+
+
+async def counted(request: ChatRequest, delivered_text: str, image_tokens: int) -> TokenUsage:
     """Our own count, for upstreams that report no usage or break off mid-stream."""
     return TokenUsage(
-        input_tokens=count_prompt_tokens(request) + image_tokens,
-        output_tokens=count_text(delivered_text),
+        input_tokens=await acount_prompt_tokens(request) + image_tokens,
+        output_tokens=await acount_text(delivered_text),
     )
+
+
+def within_bounds(usage: TokenUsage, input_bound: int, output_bound: int) -> tuple[TokenUsage, str | None]:
+    """The usage to bill: never more input or output than admission reserved for. Returns what
+    was cut, for the operator (an upstream reporting more than it can have used)."""
+    if usage.input_tokens <= input_bound and usage.output_tokens <= output_bound:
+        return usage, None
+    cut = []
+    if usage.input_tokens > input_bound:
+        cut.append(f"input {usage.input_tokens} > bound {input_bound}")
+    if usage.output_tokens > output_bound:
+        cut.append(f"output {usage.output_tokens} > bound {output_bound}")
+    inp = min(usage.input_tokens, input_bound)
+    cached = min(usage.cached_input_tokens, inp)
+    out = min(usage.output_tokens, output_bound)
+    capped = TokenUsage(
+        input_tokens=inp, cached_input_tokens=cached, cache_write_tokens=min(usage.cache_write_tokens, inp - cached),
+        output_tokens=out, reasoning_tokens=min(usage.reasoning_tokens, out),
+    )
+    return capped, "; ".join(cut)

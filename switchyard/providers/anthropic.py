@@ -100,7 +100,7 @@ class AnthropicProvider(HTTPProvider):
         if req.n is not None and req.n > 1:
             raise invalid_request("This model supports only n=1.", param="n", code="unsupported_value")
         system, messages = _messages(req.messages)
-        max_tokens = req.output_limit or self.max_output_tokens
+        max_tokens = call.output_limit or req.output_limit or self.max_output_tokens
         body: dict[str, Any] = {"model": call.upstream_model, "max_tokens": max_tokens}
 
         budget = self.thinking_budget(req.reasoning_effort)
@@ -162,8 +162,8 @@ class AnthropicProvider(HTTPProvider):
             body["stream"] = True
         return body, schema_tool
 
-    async def _send(self, payload: bytes) -> Response:
-        return await self.post("/v1/messages", payload, map_anthropic_error)
+    async def _send(self, payload: bytes, stream: bool = False) -> Response:
+        return await self.post("/v1/messages", payload, map_anthropic_error, stream=stream)
 
     # ------------------------------------------------------------------ non-streaming
     async def chat(self, call: ChatCall) -> dict[str, Any]:
@@ -187,7 +187,7 @@ class AnthropicProvider(HTTPProvider):
     async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
         dep_id = self.deployment.id
         body, schema_tool = self.translate(call, stream=True)
-        resp = await self._send(orjson.dumps(body))
+        resp = await self._send(orjson.dumps(body), stream=True)
         try:
             if resp.content_type != "text/event-stream":
                 raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")

@@ -7,6 +7,7 @@ dict, or a stream of `chat.completion.chunk` JSON payloads whose last one carrie
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -36,6 +37,9 @@ class ChatCall:
     body: dict[str, Any]  # the client's JSON body, unknown fields included
     upstream_model: str
     request_id: str
+    # The most one choice may generate: the client's own limit, or the reservation cap or
+    # deployment default standing in for a missing one; None leaves it to the model.
+    output_limit: int | None = None
 
 
 @dataclass(slots=True)
@@ -70,8 +74,14 @@ class Provider(ABC):
     def max_output_tokens(self) -> int:
         return self.deployment.max_output_tokens or self.spec.max_output_tokens
 
-    def count_prompt_tokens(self, request: ChatRequest) -> int | None:
-        """Exact prompt tokens when the provider can tell cheaply, else None (metering estimates)."""
+    @property
+    def default_output_limit(self) -> int | None:
+        """What a request without an output limit may generate here (None: up to the max)."""
+        return self.deployment.default_max_tokens
+
+    async def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        """Exact prompt tokens as this upstream counts them, when the provider can tell; else None
+        (metering counts with an OpenAI encoding)."""
         return None
 
     @abstractmethod
@@ -131,18 +141,23 @@ class HTTPProvider(Provider):
 
     async def post(
         self, path: str, payload: bytes,
-        map_error: Callable[[int, bytes, Mapping[str, str], str], GatewayError],
+        map_error: Callable[[int, bytes, Mapping[str, str], str], GatewayError], *, stream: bool = False,
     ) -> Response:
         """POST and return the response once its headers are in; upstream and transport errors
-        become `GatewayError`s (`map_error` reads the protocol's own error bodies)."""
+        become `GatewayError`s (`map_error` reads the protocol's own error bodies). The whole
+        answer must arrive within the deployment's total timeout and size cap (a stream's own)."""
         assert self._pool is not None, "provider not started"
+        dep = self.deployment
+        deadline = asyncio.get_running_loop().time() + dep.timeouts.total
         try:
-            resp = await self._pool.request("POST", path, payload)
+            resp = await self._pool.request(
+                "POST", path, payload, deadline=deadline,
+                max_bytes=dep.max_stream_bytes if stream else dep.max_response_bytes)
             if resp.status >= 400:
-                raise map_error(resp.status, await resp.read(), resp.headers, self.deployment.id)
+                raise map_error(resp.status, await resp.read(), resp.headers, dep.id)
             return resp
         except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise transport_error(exc, self.deployment.id) from None
+            raise transport_error(exc, dep.id) from None
 
     async def close(self) -> None:
         if self._pool is not None:

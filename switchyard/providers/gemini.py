@@ -104,8 +104,9 @@ class GeminiProvider(HTTPProvider):
         return {"thinkingBudget": int(budgets[effort])}
 
     async def _send(self, call: ChatCall, stream: bool) -> Response:
-        payload = orjson.dumps(to_gemini(call.request, call.body, self.thinking_config(call.request.reasoning_effort)))
-        return await self.post(self._path(call.upstream_model, stream), payload, map_error)
+        payload = orjson.dumps(to_gemini(call.request, call.body, self.thinking_config(call.request.reasoning_effort),
+                                         output_limit=call.output_limit))
+        return await self.post(self._path(call.upstream_model, stream), payload, map_error, stream=stream)
 
     # ------------------------------------------------------------------ calls
     async def chat(self, call: ChatCall) -> dict[str, Any]:
@@ -155,7 +156,9 @@ PROVIDER = GeminiProvider
 
 
 # ---------------------------------------------------------------------- OpenAI -> Gemini
-def to_gemini(req: ChatRequest, body: Mapping[str, Any], thinking: dict[str, Any] | None = None) -> dict[str, Any]:
+def to_gemini(
+    req: ChatRequest, body: Mapping[str, Any], thinking: dict[str, Any] | None = None, output_limit: int | None = None,
+) -> dict[str, Any]:
     """The `generateContent` body for an OpenAI chat request."""
     out: dict[str, Any] = {}
     system: list[dict[str, Any]] = []
@@ -220,7 +223,7 @@ def to_gemini(req: ChatRequest, body: Mapping[str, Any], thinking: dict[str, Any
 
     gen: dict[str, Any] = {}
     for key, value in (
-        ("temperature", req.temperature), ("topP", req.top_p), ("maxOutputTokens", req.output_limit),
+        ("temperature", req.temperature), ("topP", req.top_p), ("maxOutputTokens", output_limit or req.output_limit),
         ("stopSequences", req.stop_sequences or None), ("candidateCount", req.n), ("seed", req.seed),
         ("presencePenalty", req.presence_penalty), ("frequencyPenalty", req.frequency_penalty),
     ):

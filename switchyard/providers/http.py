@@ -37,6 +37,10 @@ class UpstreamProtocolError(ConnectionError):
     """The upstream broke the connection or sent something that is not HTTP."""
 
 
+class UpstreamTooLarge(UpstreamProtocolError):
+    """The upstream's answer grew past the size this deployment allows."""
+
+
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "transport", "parser", "response", "closed", "idle_since", "_paused", "_loop",
@@ -127,10 +131,13 @@ class Response:
 
     __slots__ = (
         "status", "headers", "chunks", "buffered", "complete", "keep_alive", "error",
-        "headers_ready", "_waiter", "_conn", "_pool", "_read_timeout", "_released",
+        "headers_ready", "_waiter", "_conn", "_pool", "_read_timeout", "_released", "_deadline", "_left",
     )
 
-    def __init__(self, conn: _Connection, pool: HTTPPool, read_timeout: float) -> None:
+    def __init__(
+        self, conn: _Connection, pool: HTTPPool, read_timeout: float, deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         loop = conn._loop
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -145,6 +152,8 @@ class Response:
         self._pool = pool
         self._read_timeout = read_timeout
         self._released = False
+        self._deadline = deadline  # loop time by which the whole answer must be in
+        self._left = max_bytes  # body bytes still allowed
 
     @property
     def content_type(self) -> str:
@@ -155,12 +164,22 @@ class Response:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _timeout(self) -> tuple[float, bool]:
+        """Seconds to wait now, and whether the total deadline (not the read timeout) is what ends it."""
+        if self._deadline is None:
+            return self._read_timeout, False
+        left = self._deadline - self._conn._loop.time()
+        return (left, True) if left < self._read_timeout else (self._read_timeout, False)
+
     async def _wait(self) -> None:
         self._waiter = self._conn._loop.create_future()
+        timeout, total = self._timeout()
         try:
-            async with asyncio.timeout(self._read_timeout):
+            async with asyncio.timeout(max(timeout, 0)):
                 await self._waiter
         except TimeoutError:
+            if total:
+                raise UpstreamTimeout("the upstream did not finish within the deployment's total timeout") from None
             raise UpstreamTimeout(f"no data from the upstream for {self._read_timeout:g}s") from None
         finally:
             self._waiter = None
@@ -172,6 +191,10 @@ class Response:
                 while self.chunks:
                     chunk = self.chunks.popleft()
                     self.buffered -= len(chunk)
+                    if self._left is not None:
+                        self._left -= len(chunk)
+                        if self._left < 0:
+                            raise UpstreamTooLarge("the upstream's answer is larger than this deployment allows")
                     self._conn.resume()
                     yield chunk
                 if self.error is not None:
@@ -260,8 +283,12 @@ class HTTPPool:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)) from None
         return conn
 
-    async def request(self, method: str, path: str, body: bytes, extra_headers: bytes = b"") -> Response:
-        """Send a request; returns once the response headers are in."""
+    async def request(
+        self, method: str, path: str, body: bytes, extra_headers: bytes = b"", *,
+        deadline: float | None = None, max_bytes: int | None = None,
+    ) -> Response:
+        """Send a request; returns once the response headers are in. `deadline` (loop time): when
+        the whole answer must be in; `max_bytes`: the largest body accepted."""
         head = (
             f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1")
             + self._header_block + extra_headers + b"Content-Length: %d\r\n\r\n" % len(body)
@@ -271,16 +298,19 @@ class HTTPPool:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect()
-            response = Response(conn, self, self.read_timeout)
+            response = Response(conn, self, self.read_timeout, deadline, max_bytes)
             conn.response = response
             conn.parser = httptools.HttpResponseParser(conn)
             assert conn.transport is not None
             conn.transport.write(head + body)
+            wait, total = response._timeout()
             try:
-                async with asyncio.timeout(self.read_timeout):
+                async with asyncio.timeout(max(wait, 0)):
                     await response.headers_ready
             except TimeoutError:
                 response.release()
+                if total:
+                    raise UpstreamTimeout("the upstream did not answer within the deployment's total timeout") from None
                 raise UpstreamTimeout(f"no response from the upstream within {self.read_timeout:g}s") from None
             except UpstreamProtocolError:
                 response.release()
@@ -301,6 +331,9 @@ def transport_error(exc: BaseException, dep_id: str) -> GatewayError:
     """What a client sees when the connection to a deployment failed, for every provider."""
     if isinstance(exc, UpstreamTimeout):
         return upstream_error(504, f"Deployment {dep_id} timed out.", code="upstream_timeout")
+    if isinstance(exc, UpstreamTooLarge):
+        return upstream_error(502, f"Deployment {dep_id} sent an answer larger than it is allowed to.",
+                              code="upstream_response_too_large")
     if isinstance(exc, UpstreamProtocolError):
         return upstream_error(502, f"Deployment {dep_id} broke off its response.", code="upstream_stream_broken")
     # The detail (addresses, TLS errors) is for the operator's log, not for clients.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import aclosing
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "resp
 
 class OpenAIProvider(HTTPProvider):
     kind = "openai"
+    _fields: tuple[str, ...] | None = None
 
     async def start(self) -> None:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -39,9 +41,31 @@ class OpenAIProvider(HTTPProvider):
             headers["Authorization"] = f"Bearer {key}"
         self.open_pool(self.deployment.base_url or DEFAULT_BASE_URL, headers)
 
+    def _limit_fields(self) -> tuple[str, ...]:
+        """How this server is told an output limit. OpenAI itself takes `max_completion_tokens`
+        (and refuses both at once); compatible servers differ (llama.cpp's ignores
+        `max_completion_tokens`), so they get both, unless `output_limit_fields` says otherwise."""
+        fields = self._fields
+        if fields is None:
+            configured = self.deployment.options.get("output_limit_fields")
+            if configured:
+                fields = tuple(str(f) for f in configured)
+            else:
+                host = urlsplit(self.deployment.base_url or DEFAULT_BASE_URL).hostname or ""
+                official = host == "api.openai.com" or host.endswith(".openai.azure.com")
+                fields = ("max_completion_tokens",) if official else ("max_tokens", "max_completion_tokens")
+            self._fields = fields
+        return fields
+
     def _payload(self, call: ChatCall, stream: bool) -> bytes:
         body = dict(call.body)
         body["model"] = call.upstream_model
+        limit = call.output_limit
+        if limit is not None:
+            fields = self._limit_fields()
+            if len(fields) > 1 or not (body.get("max_tokens") or body.get("max_completion_tokens")):
+                for name in fields:
+                    body[name] = limit
         if stream:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
@@ -65,7 +89,7 @@ class OpenAIProvider(HTTPProvider):
     async def respond_stream(self, call: ResponsesCall) -> AsyncIterator[list[dict[str, Any]]]:
         dep_id = self.deployment.id
         body = {**call.body, "model": call.upstream_model, "stream": True}
-        resp = await self.post("/responses", orjson.dumps(body), map_error)
+        resp = await self.post("/responses", orjson.dumps(body), map_error, stream=True)
         async with aclosing(self._event_batches(resp)) as batches:
             async for events in batches:
                 batch, ended = [], False
@@ -115,7 +139,7 @@ class OpenAIProvider(HTTPProvider):
             return None
 
     async def _send(self, call: ChatCall, stream: bool) -> Response:
-        return await self.post("/chat/completions", self._payload(call, stream), map_error)
+        return await self.post("/chat/completions", self._payload(call, stream), map_error, stream=stream)
 
     async def chat(self, call: ChatCall) -> dict[str, Any]:
         resp = await self._send(call, stream=False)

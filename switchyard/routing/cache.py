@@ -177,8 +177,10 @@ class RedisCache:
         timeout: float = 1.0,
         max_connections: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        client: Any = None,
     ) -> None:
-        self._redis = bounded_client(url, timeout=timeout, max_connections=max_connections)
+        self._owned = client is None
+        self._redis = client if client is not None else bounded_client(url, timeout=timeout, max_connections=max_connections)
         self._prefix = prefix
         self._clock = clock
         self._last_warning: float | None = None
@@ -203,6 +205,8 @@ class RedisCache:
             self._warn("write", exc)
 
     async def close(self) -> None:
+        if not self._owned:
+            return
         try:
             await self._redis.aclose()
         except Exception as exc:
@@ -220,8 +224,10 @@ def cache_namespace(database_url: str) -> str:
     return "sy:" + hashlib.sha256(database_url.encode()).hexdigest()[:12] + ":cache:"
 
 
-def make_cache(redis_url: str | None, prefix: str, *, max_bytes: int = 64 * 1024 * 1024) -> ResponseCache:
+def make_cache(
+    redis_url: str | None, prefix: str, *, max_bytes: int = 64 * 1024 * 1024, client: Any = None,
+) -> ResponseCache:
     """Redis when configured (shared by replicas), else an in-process cache."""
     if redis_url:
-        return RedisCache(redis_url, prefix)
+        return RedisCache(redis_url, prefix, client=client)
     return MemoryCache(max_bytes=max_bytes)

@@ -23,6 +23,8 @@ T = TypeVar("T")
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+# Failures that another attempt would only repeat at the upstream's expense.
+_FINAL_CODES = frozenset({"upstream_response_too_large"})
 BACKOFF_BASE = 0.1  # seconds; doubled per retry
 BACKOFF_CAP = 2.0
 MAX_RETRY_AFTER = 2.0  # wait at most this long for one deployment; longer: try the next one
@@ -73,7 +75,7 @@ async def first_answer(
                     health.ended_without_verdict()
                     last = exc
                     break  # a larger window may be further down the list
-                if exc.status not in _RETRYABLE_STATUSES:
+                if exc.status not in _RETRYABLE_STATUSES or exc.code in _FINAL_CODES:
                     health.ended_without_verdict()
                     raise
                 health.failed()

@@ -33,6 +33,10 @@ class Deployment:
     def max_output_tokens(self) -> int:
         return self.provider.max_output_tokens
 
+    @property
+    def default_output_limit(self) -> int | None:
+        return self.provider.default_output_limit
+
 
 class ModelTable:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:

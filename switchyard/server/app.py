@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -37,13 +38,32 @@ from switchyard.server.responses import error_response
 from switchyard.server.routes import routes
 from switchyard.server.state import AppState
 from switchyard.store.database import Store, default_url
+from switchyard.store.redis_client import bounded_client
 from switchyard.wire.errors import GatewayError, server_error
 
 log = logging.getLogger("switchyard.server")
+request_log = logging.getLogger("switchyard.requests")
+
+
+def _log_refusal(request: Request, err: GatewayError) -> None:
+    """The request log's line for a request that got an error: who, what, why; never a secret
+    or a prompt (the key's id, not the key; the error's code and param, not its message)."""
+    if request_log.isEnabledFor(logging.INFO):
+        state = request.state
+        request_log.info(
+            "%s %s %s status=%d code=%s param=%s key=%s model=%s", getattr(state, "request_id", "-"),
+            request.method, request.url.path, err.status, err.code or "-", err.param or "-",
+            getattr(state, "key_id", None) or "-", _printable(getattr(state, "model", None)),
+        )
+
+
+def _printable(value: object) -> str:
+    return value[:100].encode("unicode_escape").decode() if isinstance(value, str) and value else "-"
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
+    _log_refusal(request, exc)
     return error_response(exc)
 
 
@@ -55,6 +75,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         err = GatewayError(405, f"Method {request.method} is not allowed for {request.url.path}.", code="method_not_allowed")
     else:
         err = GatewayError(exc.status_code, str(exc.detail))
+    _log_refusal(request, err)
     return error_response(err)
 
 
@@ -90,20 +111,25 @@ def build_app(settings: Settings) -> ASGIApp:
     events = UsageEvents()
     writer.listeners.append(events.publish)
     database_url = settings.database_url or default_url(settings.data_dir)
-    # One worker keeps rate limits and money holds in memory; several share them through Redis.
-    limiter: RateLimiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else LocalRateLimiter()
-    funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url) if settings.redis_url else Funds()
-    billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate)
-    cache = make_cache(settings.redis_url, cache_namespace(database_url))
+    # One worker keeps rate limits and money holds in memory; several share them through Redis,
+    # over one bounded pool (a burst waits for a connection instead of failing).
+    redis = (bounded_client(settings.redis_url, max_connections=settings.redis_max_connections,
+                            pool_timeout=settings.redis_pool_timeout) if settings.redis_url else None)
+    limiter: RateLimiter = RedisRateLimiter(settings.redis_url, client=redis) if settings.redis_url else LocalRateLimiter()
+    funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url, client=redis) if settings.redis_url else Funds()
+    billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens)
+    cache = make_cache(settings.redis_url, cache_namespace(database_url), client=redis)
     files = FileStore(engine, settings.data_dir, settings.files_max_bytes, settings.files_batch_max_bytes)
-    gateway = Gateway(table, billing, Router(), cache, responses=ResponseStore(engine), files=files)
+    gateway = Gateway(table, billing, Router(), cache, responses=ResponseStore(engine), files=files,
+                      limits=settings.limits)
     batches = BatchRunner(
         BatchRecords(engine), files, gateway, directory, concurrency=settings.batch_concurrency,
         lease_seconds=settings.batch_lease_seconds, known_model=lambda name: name in dict(table.names()),
     )
     state = AppState(
         files=files, batches=batches,
-        settings=settings, directory=directory, admin=AccountsAdmin(engine, tiers, funds), events=events,
+        settings=settings, directory=directory, events=events,
+        admin=AccountsAdmin(engine, tiers, funds, served=[name for name, _ in table.names()]),
         table=table, gateway=gateway,
     )
 
@@ -114,6 +140,9 @@ def build_app(settings: Settings) -> ASGIApp:
         writer.start()
         await table.start()
         batches.start()  # last: batch lines need everything above
+        # What start-up built lives as long as the worker: keep it out of every later full
+        # garbage collection, which would otherwise walk it each time (a pause per big request).
+        gc.freeze()
         try:
             yield
         finally:
@@ -124,6 +153,8 @@ def build_app(settings: Settings) -> ASGIApp:
             await limiter.close()
             await funds.close()
             await cache.close()
+            if redis is not None:
+                await redis.aclose()
             await store.close()
 
     app = Starlette(

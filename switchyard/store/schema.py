@@ -21,6 +21,7 @@ organizations = Table(
     Column("overdraft_nanos", BigInteger, nullable=False),
     Column("rpm_limit", Integer, nullable=True),  # overrides the tier when set
     Column("tpm_limit", BigInteger, nullable=True),
+    Column("max_reserve_tokens", Integer, nullable=True),  # output reserved for requests without a limit
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
@@ -40,6 +41,7 @@ api_keys = Table(
     Column("rpm_limit", Integer, nullable=True),
     Column("tpm_limit", BigInteger, nullable=True),
     Column("cache_ttl_seconds", Integer, nullable=True),  # response cache on by default for this key
+    Column("max_reserve_tokens", Integer, nullable=True),  # overrides the organisation's
     Column("expires_at", BigInteger, nullable=True),
     Column("revoked_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
@@ -60,6 +62,9 @@ ledger_entries = Table(
     Index("ix_ledger_request", "request_id"),
 )
 
+# Statuses of requests that reached no answer: recorded at zero cost, not counted as requests served.
+UNSERVED = ("refused", "failed")
+
 usage_records = Table(
     "usage_records",
     metadata,
@@ -69,7 +74,9 @@ usage_records = Table(
     Column("model", String(200), nullable=False),  # the public name the client used
     Column("deployment", String(200), nullable=False),
     Column("endpoint", String(64), nullable=False),
-    Column("status", String(16), nullable=False),  # completed, partial (upstream broke mid-stream), cancelled
+    # completed, partial (upstream broke mid-stream), cancelled (client left), cache_hit;
+    # refused (before any upstream: 4xx) and failed (no upstream answered), both at zero cost
+    Column("status", String(16), nullable=False),
     Column("stream", Boolean, nullable=False),
     Column("service_tier", String(16), nullable=False),
     Column("input_tokens", BigInteger, nullable=False),
@@ -81,6 +88,11 @@ usage_records = Table(
     Column("cost_nanos", BigInteger, nullable=False),
     Column("latency_ms", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("http_status", Integer, nullable=False, server_default="200"),
+    Column("error_code", String(64), nullable=True),
+    Column("error_param", String(200), nullable=True),
+    Column("usage_source", String(16), nullable=False, server_default="upstream"),  # upstream | counted | none
+    Column("anomaly", String(200), nullable=True),  # usage reported past the request's bounds, billed at them
     Index("ix_usage_org_time", "org_id", "created_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
 )

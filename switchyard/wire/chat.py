@@ -7,6 +7,7 @@ forwarded untouched from the raw body, so new OpenAI parameters keep working.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -121,7 +122,7 @@ class JSONSchemaResponseFormat(Struct, tag="json_schema", tag_field="type"):
 ResponseFormat = TextFormat | JSONObjectFormat | JSONSchemaResponseFormat
 
 
-class ChatRequest(Struct):
+class ChatRequest(Struct, dict=True):  # dict: room for the cached properties below
     model: str
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool | None = None
@@ -162,8 +163,9 @@ class ChatRequest(Struct):
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    @property
+    @cached_property
     def has_images(self) -> bool:
+        # Asked by routing, metering and every provider: a long conversation is walked once.
         return any(
             isinstance(m.content, list) and any(isinstance(p, ImagePart) for p in m.content)
             for m in self.messages

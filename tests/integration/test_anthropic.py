@@ -126,7 +126,7 @@ def test_golden_request_translation(client: openai.OpenAI, anthropic: AnthropicS
     # ... and the answer back as OpenAI's object.
     assert reply.object == "chat.completion"
     assert reply.id == "chatcmpl-msg_standin"
-    assert reply.model == "claude-ok"
+    assert reply.model == "claude"  # the public name, never the upstream's id
     choice = reply.choices[0]
     assert choice.index == 0
     assert choice.message.role == "assistant"
@@ -287,13 +287,15 @@ def expected_cost(prompt: int, cached: int, writes: int, output: int) -> Decimal
 def test_cache_tokens_mapped_and_priced(client: openai.OpenAI, stream: bool) -> None:
     read, write = CACHE_USAGE["cache_read_input_tokens"], CACHE_USAGE["cache_creation_input_tokens"]
     prompt = CACHE_USAGE["input_tokens"] + read + write
+    # A prompt that can hold the 2,600 tokens the stand-in reports (no bill counts more than its bound).
+    long_prompt = [{"role": "user", "content": "Summarise this. " + "lorem ipsum " * 250}]
     if stream:
-        chunks = list(client.chat.completions.create(model="claude-cache", messages=HELLO, stream=True,
+        chunks = list(client.chat.completions.create(model="claude-cache", messages=long_prompt, stream=True,
                                                      stream_options={"include_usage": True}))
         assert chunks[-1].choices == []
         usage = chunks[-1].usage
     else:
-        raw = client.chat.completions.with_raw_response.create(model="claude-cache", messages=HELLO)
+        raw = client.chat.completions.with_raw_response.create(model="claude-cache", messages=long_prompt)
         usage = raw.parse().usage
         assert Decimal(raw.headers["x-switchyard-cost-usd"]) == expected_cost(prompt, read, write, CACHE_USAGE["output_tokens"])
     assert usage.prompt_tokens == prompt == 2600

@@ -75,12 +75,19 @@ def jsonl(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
 
 
 def wait_batch(client: OpenAI, batch_id: str, done: Callable[[Batch], bool], timeout: float = 120) -> Batch:
+    """Wait until `done`, for as long as the batch makes progress: `timeout` is how long it may
+    go without a line finishing or its status changing (a busy machine is slow, not stuck)."""
     deadline = time.monotonic() + timeout
+    last: tuple[Any, ...] | None = None
     while True:
         batch = client.batches.retrieve(batch_id)
         if done(batch):
             return batch
-        assert time.monotonic() < deadline, f"batch never got there: {batch}"
+        counts = batch.request_counts
+        progress = (batch.status, counts.completed if counts else 0, counts.failed if counts else 0)
+        if progress != last:
+            last, deadline = progress, time.monotonic() + timeout
+        assert time.monotonic() < deadline, f"batch made no progress for {timeout:g}s: {batch}"
         time.sleep(0.05)
 
 

@@ -16,13 +16,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 import pytest
 from PIL import Image
 
+from switchyard.config import FetchPolicy
+from switchyard.fetch import FetchRefused, GuardedSession
 from switchyard.metering.remote_image import fetch_image_size
+
+ALLOW_TEST_HOST = FetchPolicy(allow_networks=("127.0.0.2/32",))
 from switchyard.metering.tokens import count_prompt_tokens
 from switchyard.wire.chat import parse_chat_request
 from tests.conftest import MASTER_KEY, USER_KEY, Gateway, free_port
@@ -60,7 +63,8 @@ class ImageServer:
     port: int = 0
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        # 127.0.0.2: an image host the test gateways allow (fetch.allow_networks); 127.0.0.1 is refused.
+        return f"http://127.0.0.2:{self.port}{path}"
 
 
 @pytest.fixture()
@@ -96,7 +100,7 @@ def image_server() -> Iterator[ImageServer]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -223,7 +227,7 @@ def test_fetch_image_size_handles_servers_that_ignore_range(image_server: ImageS
     image_server.files["/huge.png"] = png(3000, 2000)
 
     async def sizes() -> list[tuple[int, int]]:
-        async with aiohttp.ClientSession() as session:
+        async with GuardedSession(ALLOW_TEST_HOST) as session:
             return [await fetch_image_size(session, image_server.url(p)) for p in
                     ("/photo.jpg", "/huge.png", "/ranged/huge.png")]
 
@@ -231,10 +235,10 @@ def test_fetch_image_size_handles_servers_that_ignore_range(image_server: ImageS
     assert image_server.ranges == ["bytes=0-65535"] * 3  # one request each
 
     async def too_small_cap() -> tuple[int, int]:
-        async with aiohttp.ClientSession() as session:
+        async with GuardedSession(ALLOW_TEST_HOST) as session:
             return await fetch_image_size(session, image_server.url("/ranged/photo.jpg"), max_bytes=100_000)
 
-    with pytest.raises(ValueError, match="no image size in its first 100,000 bytes"):
+    with pytest.raises(FetchRefused, match="no image size in its first 100,000 bytes"):
         asyncio.run(too_small_cap())
 
 
@@ -266,6 +270,9 @@ def test_cli_gives_the_same_numbers_as_the_endpoint(
     request_file = tmp_path / "request.json"
     request_file.write_bytes(orjson.dumps(body))
     assert cli("--model", "fast", "--file", str(request_file)) == served
-    # No config at all: the catalog's own entry prices it the same.
-    del env["SWITCHYARD_CONFIG"]
+    # No models configured: the catalog's own entry prices it the same (the config only lets the
+    # CLI fetch from the test's image host).
+    bare = tmp_path / "fetch-only.yaml"
+    bare.write_text("fetch: {allow_networks: [127.0.0.2/32]}\n")
+    env["SWITCHYARD_CONFIG"] = str(bare)
     assert cli("--model", "gpt-5.2", "--file", str(request_file)) == served

@@ -205,15 +205,19 @@ def test_tool_calls_answer(gw: Gateway) -> None:
     assert len({c.id for c in calls}) == 2
 
 
+# A prompt that can hold the 2,000 tokens the stand-ins report (no bill counts more than its bound).
+LONG_PROMPT = [{"role": "user", "content": "Summarise this. " + "lorem ipsum " * 200}]
+
+
 def test_cached_tokens_priced_at_the_cached_rate(gw: Gateway) -> None:
-    reply = gw.client().chat.completions.create(model="gemini-cached", messages=HELLO)
+    reply = gw.client().chat.completions.create(model="gemini-cached", messages=LONG_PROMPT)
     usage = reply.usage
     assert (usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens, usage.completion_tokens) == (2000, 1500, 100)
     assert Decimal(str(usage.cost)) == expected_cost(2000, 1500, 100)
 
 
 def test_thoughts_hidden_and_billed_as_output(gw: Gateway) -> None:
-    reply = gw.client().chat.completions.create(model="gemini-thinking", messages=HELLO, reasoning_effort="medium")
+    reply = gw.client().chat.completions.create(model="gemini-thinking", messages=LONG_PROMPT, reasoning_effort="medium")
     assert reply.choices[0].message.content == "".join(ANSWER)  # the thought part is not content
     usage = reply.usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (100, 350, 450)
@@ -263,7 +267,7 @@ def test_streaming_usage_hidden_unless_asked(gw: Gateway) -> None:
 
 
 def test_streaming_thinking_usage(gw: Gateway) -> None:
-    chunks = list(gw.client().chat.completions.create(model="gemini-thinking", messages=HELLO, stream=True,
+    chunks = list(gw.client().chat.completions.create(model="gemini-thinking", messages=LONG_PROMPT, stream=True,
                                                       stream_options={"include_usage": True}))
     usage = chunks[-1].usage
     assert (usage.completion_tokens, usage.completion_tokens_details.reasoning_tokens) == (350, 300)

@@ -289,9 +289,23 @@ def test_images_rejected_for_text_only_model(local_gateway: Gateway) -> None:
 def test_context_overflow_is_400_before_generation(local_gateway: Gateway) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         local_gateway.client().chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "word " * 6000}], max_tokens=10,
+            model=MODEL, messages=[{"role": "user", "content": "word " * 9000}], max_tokens=10,
         )
     assert err.value.code == "context_length_exceeded"
+
+
+def test_the_catalog_window_is_the_models_window(local_gateway: Gateway) -> None:
+    # A coding agent's first request (about 6,500 tokens) fits the 8,192-token window the catalog lists.
+    reply = local_gateway.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "word " * 6400}], max_tokens=4)
+    assert reply.usage.prompt_tokens > 6400
+    assert reply.usage.completion_tokens <= 4
+
+
+def test_a_request_without_a_limit_gets_the_default_output_limit(local_gateway: Gateway) -> None:
+    reply = local_gateway.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}], seed=3)
+    assert reply.usage.completion_tokens <= 512  # the local provider's default, not thousands of tokens
 
 
 def test_concurrent_requests_all_complete(local_gateway: Gateway) -> None:

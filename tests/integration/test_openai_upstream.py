@@ -23,9 +23,10 @@ def test_non_streaming_answer_and_forwarded_body(upstream_gateway: Gateway, upst
     assert reply.choices[0].message.content == "".join(ANSWER)
     assert reply.usage.total_tokens == 17
     sent = upstream.last()
-    # Everything the client sent reaches the upstream; only the model id is the deployment's.
+    # Everything the client sent reaches the upstream; only the model id is the deployment's, and the
+    # output limit goes in both forms compatible servers read (llama.cpp ignores max_completion_tokens).
     assert sent.body == {
-        "model": "ok", "messages": HELLO, "max_completion_tokens": 50, "temperature": 0.3,
+        "model": "ok", "messages": HELLO, "max_completion_tokens": 50, "max_tokens": 50, "temperature": 0.3,
         "some_future_param": {"nested": [1, 2]}, "verbosity": "low",
     }
     assert sent.headers["Authorization"] == "Bearer sk-upstream-secret"

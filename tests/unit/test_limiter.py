@@ -22,6 +22,7 @@ from switchyard.limits import (
     format_reset,
     load_tiers,
 )
+from switchyard.limits.limiter import UNLIMITED
 
 
 class FakeClock:
@@ -111,24 +112,38 @@ def test_first_request_headers_exact(limiter: LocalRateLimiter) -> None:
     }
 
 
-def test_no_limits_means_no_headers(limiter: LocalRateLimiter) -> None:
+def test_no_limits_still_means_all_six_headers(limiter: LocalRateLimiter) -> None:
     a = admit(limiter, [Scope("key:free", Limits(None, None))], 10**9)
-    assert a == Admission(True, {}, None, None, None)
+    unlimited = str(UNLIMITED)
+    assert a == Admission(True, {
+        "x-ratelimit-limit-requests": unlimited, "x-ratelimit-remaining-requests": unlimited,
+        "x-ratelimit-reset-requests": "0s", "x-ratelimit-limit-tokens": unlimited,
+        "x-ratelimit-remaining-tokens": unlimited, "x-ratelimit-reset-tokens": "0s"}, None, None, None)
     assert len(limiter) == 0  # unlimited scopes keep no state
     assert admit(limiter, [], 5).allowed
 
 
-def test_dimension_without_limit_omits_its_headers(limiter: LocalRateLimiter) -> None:
+def test_a_dimension_without_a_limit_reports_unlimited(limiter: LocalRateLimiter) -> None:
+    a = admit(limiter, [Scope("org:o", Limits(60, None))], 10**9)
+    assert a.headers["x-ratelimit-limit-requests"] == "60"
+    assert a.headers["x-ratelimit-remaining-tokens"] == str(UNLIMITED)
+    assert a.headers["x-ratelimit-reset-tokens"] == "0s"
+
+
+def test_dimension_without_limit_reports_it_unlimited(limiter: LocalRateLimiter) -> None:
     a = admit(limiter, [Scope("key:r", Limits(rpm=10, tpm=None))], 10**9)
     assert a.allowed
-    assert set(a.headers) == {
-        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-    }
+    assert a.headers["x-ratelimit-remaining-requests"] == "9"
+    assert (a.headers["x-ratelimit-limit-tokens"], a.headers["x-ratelimit-remaining-tokens"],
+            a.headers["x-ratelimit-reset-tokens"]) == (str(UNLIMITED), str(UNLIMITED), "0s")
     a = admit(limiter, [Scope("key:t", Limits(rpm=None, tpm=1000))], 10)
     assert a.headers == {
         "x-ratelimit-limit-tokens": "1000",
         "x-ratelimit-remaining-tokens": "990",
         "x-ratelimit-reset-tokens": "600ms",
+        "x-ratelimit-limit-requests": str(UNLIMITED),
+        "x-ratelimit-remaining-requests": str(UNLIMITED),
+        "x-ratelimit-reset-requests": "0s",
     }
 
 
@@ -201,6 +216,9 @@ def test_retry_after_is_exact_and_message_openai_like(limiter: LocalRateLimiter,
         "x-ratelimit-limit-tokens": "600",
         "x-ratelimit-remaining-tokens": "0",
         "x-ratelimit-reset-tokens": "1m0s",
+        "x-ratelimit-limit-requests": str(UNLIMITED),
+        "x-ratelimit-remaining-requests": str(UNLIMITED),
+        "x-ratelimit-reset-requests": "0s",
     }
     clock.advance(1.199)
     assert not admit(limiter, [s], 12).allowed
@@ -499,7 +517,7 @@ def test_matches_exact_bucket_math(
             if remaining:
                 assert int(a.headers[key]) == min(remaining)
             else:
-                assert key not in a.headers
+                assert a.headers[key] == str(UNLIMITED)
 
 
 # ---------------------------------------------------------------- tiers

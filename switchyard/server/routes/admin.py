@@ -14,6 +14,7 @@ from switchyard.accounts.admin import to_nanos
 from switchyard.server.body import read_json
 from switchyard.server.responses import JSONResponse, sse_response
 from switchyard.server.routes.usage import usage_query
+from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import invalid_request, permission_denied
 from switchyard.wire.sse import data_frame
@@ -24,7 +25,7 @@ Handler = Callable[[Request, AppState], Awaitable[Any]]
 def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: AppState = request.app.state.sy
-        principal = state.directory.authenticate(request.headers.get("authorization"))
+        principal = caller(request)
         if not principal.is_admin:
             raise permission_denied("The admin API needs the master key.")
         result = await handler(request, state)
@@ -36,7 +37,7 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    body = await read_json(request, 1024 * 1024)
+    body = await read_json(request, 1024 * 1024, request.app.state.sy.settings.limits)
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
     return body

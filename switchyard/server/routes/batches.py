@@ -16,6 +16,7 @@ from switchyard.batch.jsonl import ENDPOINTS
 from switchyard.batch.records import ACTIVE, BatchRecord, Tally, batch_object
 from switchyard.server.body import read_json
 from switchyard.server.responses import JSONResponse
+from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import GatewayError, invalid_request, not_found
 
@@ -50,8 +51,8 @@ async def _objects(state: AppState, records: list[BatchRecord]) -> list[dict[str
 
 async def create_batch(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
-    body = await read_json(request, 1024 * 1024)
+    principal = caller(request)
+    body = await read_json(request, 1024 * 1024, request.app.state.sy.settings.limits)
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
     file_id = body.get("input_file_id")
@@ -83,7 +84,7 @@ async def create_batch(request: Request) -> Response:
 
 async def get_batch(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     batch_id = request.path_params["batch_id"]
     batch = await state.batches.records.get(principal.org.id, batch_id)
     if batch is None:
@@ -93,7 +94,7 @@ async def get_batch(request: Request) -> Response:
 
 async def cancel_batch(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     batch_id = request.path_params["batch_id"]
     batch = await state.batches.records.request_cancel(principal.org.id, batch_id)
     if batch is None:
@@ -107,7 +108,7 @@ async def cancel_batch(request: Request) -> Response:
 
 async def list_batches(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     raw_limit = request.query_params.get("limit", "20")
     try:
         limit = int(raw_limit)

@@ -2,40 +2,58 @@
 
 The prompt and every image are counted exactly (remote images by their header only); the
 least the request can cost is its input alone, the most is input plus the most output the
-model may write for it. Nothing is billed and no rate limit is used.
+model may write for it, for every one of its `n` choices. Nothing is billed and no request
+rate limit is used; fetching remote images has its own small per-key allowance.
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.accounts.billing import billed_tier
+from switchyard.config import FetchPolicy
+from switchyard.fetch import GuardedSession
+from switchyard.limits import Limits, Scope
 from switchyard.metering.cost import TokenUsage, cost_nanos, usd
-from switchyard.metering.remote_image import measure_images
-from switchyard.metering.tokens import count_prompt_tokens
+from switchyard.metering.estimate import output_limit
+from switchyard.metering.remote_image import measure_images, remote_image_count
+from switchyard.metering.tokens import acount_prompt_tokens
 from switchyard.routing.fit import check_capabilities, check_size
 from switchyard.routing.table import Deployment
+from switchyard.server.auth import caller
 from switchyard.server.body import read_json
 from switchyard.server.responses import JSONResponse
 from switchyard.server.state import AppState
 from switchyard.wire.chat import ChatRequest, parse_chat_request
-from switchyard.wire.errors import permission_denied
+from switchyard.wire.errors import GatewayError, permission_denied
 
 
 async def estimate_cost(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
-    raw = await read_json(request, state.settings.max_body_bytes)
+    principal = caller(request)
+    raw = await read_json(request, state.settings.max_body_bytes, state.settings.limits)
     chat = parse_chat_request(raw)
     public, group = state.table.resolve(chat.model)
     if not principal.may_use(public):
         raise permission_denied(f"This API key is not allowed to use model `{chat.model}`.")
-    return JSONResponse(await quote(chat, public, group[0], principal.org.price_multiplier))
+    policy = state.settings.fetch
+    remote = remote_image_count(chat)
+    if remote:
+        # Fetches are work done for the caller at someone else's host: a key gets a few a minute.
+        scope = Scope(f"fetch:key:{principal.key_id}", Limits(None, policy.per_key_per_minute))
+        admission = await state.gateway.billing.limiter.admit([scope], min(remote, policy.per_key_per_minute))
+        if not admission.allowed:
+            headers = {"retry-after": str(max(1, math.ceil(admission.retry_after or 1)))}
+            raise GatewayError(429, f"This key may have at most {policy.per_key_per_minute} remote images fetched "
+                               "per minute for estimates; retry shortly.", type="requests",
+                               code="rate_limit_exceeded", headers=headers)
+    return JSONResponse(await quote(chat, public, group[0], principal.org.price_multiplier, policy=policy,
+                                    reserve_cap=state.gateway.billing.reserve_cap(principal)))
 
 
 async def quote(
@@ -43,7 +61,9 @@ async def quote(
     public_name: str,
     dep: Deployment,
     price_multiplier: Decimal = Decimal(1),
-    session: aiohttp.ClientSession | None = None,
+    session: GuardedSession | None = None,
+    policy: FetchPolicy = FetchPolicy(),
+    reserve_cap: int | None = None,
 ) -> dict[str, Any]:
     """The `cost.estimate` object; shared by the endpoint and `switchyard cost`.
 
@@ -51,16 +71,17 @@ async def quote(
     `image_tokens` is the part of it that images take.
     """
     check_capabilities(chat, dep)  # refuse here exactly what the gateway would refuse
-    images = await measure_images(chat, dep.spec.image_tokens, session)
-    text = dep.provider.count_prompt_tokens(chat)
+    images = await measure_images(chat, dep.spec.image_tokens, policy, session)
+    text = await dep.provider.count_prompt_tokens(chat)
     if text is None:
-        text = count_prompt_tokens(chat)
+        text = await acount_prompt_tokens(chat)
     image_total = sum(i.tokens for i in images)
     input_tokens = text + image_total
     check_size(chat, dep, input_tokens)
-    # The model stops at the caller's cap, its own cap, or the end of the context window.
-    max_output = min(chat.output_limit or dep.max_output_tokens, dep.max_output_tokens,
-                     dep.context_window - input_tokens)
+    # Each choice stops at the caller's cap (or the reservation cap or deployment default that
+    # stands in for a missing one), the model's own cap, or the end of the context window.
+    max_output = min(output_limit(chat, dep, reserve_cap), dep.context_window - input_tokens)
+    choices = chat.n or 1
     tier = billed_tier(chat.service_tier, dep.spec)
 
     def price(output_tokens: int) -> int:
@@ -69,7 +90,7 @@ async def quote(
             service_tier=tier, tier_multipliers=dep.spec.multipliers, price_multiplier=price_multiplier,
         )
 
-    low, high = price(0), price(max_output)
+    low, high = price(0), price(max_output * choices)
     return {
         "object": "cost.estimate",
         "model": public_name,
@@ -78,6 +99,7 @@ async def quote(
         "image_tokens": image_total,
         "images": [i.as_dict() for i in images],
         "max_output_tokens": max_output,
+        "choices": choices,
         "service_tier": tier or "default",
         "price_multiplier": str(price_multiplier),
         "cost": {"min_usd": usd(low), "max_usd": usd(high), "min_nanos": low, "max_nanos": high},

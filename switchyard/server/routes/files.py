@@ -16,6 +16,7 @@ from switchyard.files.blobs import iter_open_file
 from switchyard.files.registry import check_filename, check_purpose, clean_filename, too_large
 from switchyard.server.multipart import MultipartReader, is_multipart, limited
 from switchyard.server.responses import JSONResponse
+from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import invalid_request
 
@@ -52,7 +53,7 @@ def _expires_after(fields: dict[str, str]) -> int | None:
 
 async def create_file(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     store = state.files
     content_type = request.headers.get("content-type", "")
     if not is_multipart(content_type):
@@ -126,7 +127,7 @@ def _list_params(request: Request) -> tuple[str | None, int, str, str | None]:
 
 async def list_files(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     after, limit, order, purpose = _list_params(request)
     records, has_more = await state.files.list(principal.org.id, after=after, limit=limit, order=order, purpose=purpose)
     data = [file_object(r) for r in records]
@@ -139,7 +140,7 @@ async def list_files(request: Request) -> Response:
 
 async def retrieve_file(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     file_id = request.path_params["file_id"]
     record = await state.files.get(principal.org.id, file_id)
     if record is None:
@@ -149,7 +150,7 @@ async def retrieve_file(request: Request) -> Response:
 
 async def delete_file(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     file_id = request.path_params["file_id"]
     if not await state.files.delete(principal.org.id, file_id):
         raise no_such_file(file_id)
@@ -164,7 +165,7 @@ def media_type(filename: str) -> str:
 
 async def file_content(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     file_id = request.path_params["file_id"]
     record = await state.files.get(principal.org.id, file_id)
     if record is None:

@@ -8,16 +8,19 @@ from starlette.routing import Route
 
 from switchyard.responses import ResponseStore
 from switchyard.server.body import read_json
+from switchyard.server.disconnect import unless_client_leaves
 from switchyard.server.responses import JSONResponse, sse_response
+from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import invalid_request, not_found
 
 
 async def create_response(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
-    raw = await read_json(request, state.settings.max_body_bytes)
-    outcome = await state.gateway.respond(raw, principal, request.state.request_id)
+    principal = caller(request)
+    raw = await read_json(request, state.settings.max_body_bytes, state.settings.limits)
+    request.state.model = raw.get("model") if isinstance(raw, dict) else None
+    outcome = await unless_client_leaves(request, state.gateway.respond(raw, principal, request.state.request_id))
     if outcome.frames is not None:
         return sse_response(outcome.frames, outcome.headers, outcome.finish)
     return JSONResponse(outcome.body, headers=outcome.headers)
@@ -34,7 +37,7 @@ def _missing(response_id: str) -> Exception:
 
 async def get_response(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     response_id = request.path_params["response_id"]
     if request.query_params.get("stream") in ("true", "1"):
         raise invalid_request("Replaying a stored response as a stream is not supported; omit 'stream'.", param="stream")
@@ -46,7 +49,7 @@ async def get_response(request: Request) -> Response:
 
 async def delete_response(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     response_id = request.path_params["response_id"]
     if not await _store(state).delete(principal.org.id, response_id):
         raise _missing(response_id)
@@ -55,7 +58,7 @@ async def delete_response(request: Request) -> Response:
 
 async def list_input_items(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     response_id = request.path_params["response_id"]
     q = request.query_params
     order = q.get("order", "desc")

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.server.responses import JSONResponse
+from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import invalid_request
 
@@ -25,7 +26,7 @@ def usage_query(request: Request) -> dict[str, Any]:
 
 async def own_usage(request: Request) -> Response:
     state: AppState = request.app.state.sy
-    principal = state.directory.authenticate(request.headers.get("authorization"))
+    principal = caller(request)
     query = usage_query(request)
     if set(query["group_by"]) - {"model"}:
         raise invalid_request("A key's own usage can be grouped by model only.", param="group_by")

@@ -1,0 +1,14 @@
+"""Who is calling: the API key of a request, checked against memory (never the database)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from switchyard.accounts.records import Principal
+
+
+def caller(request: Request) -> Principal:
+    """The authenticated caller (401 otherwise); its key id goes into the request's log line."""
+    principal = request.app.state.sy.directory.authenticate(request.headers.get("authorization"))
+    request.state.key_id = principal.key_id
+    return principal
