@@ -271,8 +271,10 @@ class Gateway:
             self._unserved(trace, "failed" if trace.ticket is not None else "refused", exc.status, exc.code, exc.param)
             raise
         except asyncio.CancelledError:
-            if trace.ticket is not None and not trace.ticket.settled:
-                await self.billing.abandon(trace.ticket)
+            if trace.ticket is not None and trace.ticket.billed:
+                raise  # answered and billed just as the client left: that record stands
+            if trace.ticket is not None:
+                await self.billing.abandon(trace.ticket)  # a no-op if the pipeline did already
             self._unserved(trace, "cancelled", 499, "client_disconnected", None)
             raise
 
@@ -300,7 +302,10 @@ class Gateway:
 
     async def _candidates(self, quote: Quote, group: list[Deployment], public: str) -> list[Deployment]:
         """The deployments that can serve this request, in the order to try them."""
-        tokens = {dep.id: await self._prompt_tokens(quote, dep) for dep in group}
+        tokens: dict[str, int] = {}
+        for dep in group:
+            known = self._prompt_size_bound(quote, dep)
+            tokens[dep.id] = known if known is not None else await self._prompt_count(quote, dep)
         request = quote.request
         return self.router.candidates(
             request, group, self.table.strategy(public), lambda dep: tokens[dep.id],
@@ -329,7 +334,7 @@ class Gateway:
             _set_cost(body, cost)
             return record(body, cost) if record is not None else ()
 
-        cost, _, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), answer_text(body), status,
+        cost, _, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), lambda: answer_text(body), status,
                                      free=cached is not None, attach=attach, replace_usage=body)
         if key and cached is None and ttl:
             await self.cache.put(key, orjson.dumps(_without_cost(body)), ttl)
@@ -375,9 +380,9 @@ class Gateway:
                                code="rate_limit_exceeded", headers=headers)
 
     @staticmethod
-    async def _prompt_tokens(quote: Quote, dep: Deployment) -> int:
-        """Prompt size for the context check: the byte bound when it proves a fit, a floor when that
-        proves an overflow, else an exact count (sliced, stopping just past the window)."""
+    def _prompt_size_bound(quote: Quote, dep: Deployment) -> int | None:
+        """Prompt size for the context check when cheap bounds decide it: the byte bound when it
+        proves a fit, a floor when that proves an overflow; None when only a count can tell."""
         request = quote.request
         images = quote.image_tokens(dep.spec)
         bound = quote.text_bound + images
@@ -385,29 +390,38 @@ class Gateway:
         if bound + (request.output_limit or 0) <= window:
             return min(bound, window - 1)
         floor = quote.text_bound // _MAX_TOKEN_BYTES + images
-        if floor >= window:
-            return floor
+        return floor if floor >= window else None
+
+    @staticmethod
+    async def _prompt_count(quote: Quote, dep: Deployment) -> int:
+        """The exact count, as the deployment counts if it can, else sliced and stopping just past the window."""
+        request = quote.request
         exact = await dep.provider.count_prompt_tokens(request)
         if exact is None:
-            exact = await acount_prompt_tokens(request, stop_after=window)
-        return exact + images
+            exact = await acount_prompt_tokens(request, stop_after=dep.context_window)
+        return exact + quote.image_tokens(dep.spec)
 
     async def _settle(
-        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str, status: str, free: bool = False,
+        self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str | Callable[[], str], status: str,
+        free: bool = False,
         attach: Callable[[int, TokenUsage], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
         replace_usage: dict[str, Any] | None = None, error_code: str | None = None,
     ) -> tuple[int, TokenUsage, bool]:
         """Meter (the upstream's report, or our own count of the prompt and of what was delivered
-        when it gave none or zeros), then bill. `replace_usage`: the answer (a chat completion or
+        when it gave none or zeros), then bill. `delivered`: the text the client got, or a
+        function giving it (read only when the report is missing or says zero output). `replace_usage`: the answer (a chat completion or
         a response) whose usage becomes our count when we counted, so the client sees what it was
         billed for. Returns the cost, the usage billed and whether it is our own count."""
         metered = from_openai(usage)
         images = image_tokens_reported(usage)
         if images is None:
             images = ticket.estimate.image_tokens
-        ours = unreported(metered, delivered)
+        text = ""
+        if metered is None or metered.output_tokens == 0:  # only then does the text matter
+            text = delivered() if callable(delivered) else delivered
+        ours = unreported(metered, text)
         if ours:
-            metered = await counted(ticket.request, delivered, images)
+            metered = await counted(ticket.request, text, images)
             if replace_usage is not None:
                 is_response = replace_usage.get("object") == "response"
                 replace_usage["usage"] = usage_of(metered) if is_response else _usage_object(metered)
@@ -450,7 +464,7 @@ class Gateway:
                     yield b"".join(frames)
                 batch = await anext(stream, None)
             status = "completed"
-            cost, metered, ours = await self._settle(ticket, usage_obj, tier, _delivered_text(sent), status)
+            cost, metered, ours = await self._settle(ticket, usage_obj, tier, lambda: _delivered_text(sent), status)
             tail = []
             if want_usage:
                 if usage_chunk is None or ours:
@@ -503,7 +517,7 @@ class Gateway:
                 return keep(response, cost) if response.get("status") != "failed" else ()
 
             status = "completed" if final["type"] != "response.failed" else "partial"
-            await self._settle(ticket, response.get("usage"), response.get("service_tier"), source.delivered(),
+            await self._settle(ticket, response.get("usage"), response.get("service_tier"), source.delivered,
                                status, attach=attach, replace_usage=response)
             yield _event_frame(final)
         except GatewayError as exc:
@@ -554,8 +568,13 @@ class _ModelRename:
 
     @classmethod
     def of(cls, first: list[bytes], public: str, dep: Deployment) -> _ModelRename | None:
+        if not first:
+            return None
+        name = orjson.dumps(public)
+        if b'"model":' + name in first[0] or b'"model": ' + name in first[0]:
+            return None  # the usual case, told without parsing the chunk
         try:
-            returned = orjson.loads(first[0]).get("model") if first else None
+            returned = orjson.loads(first[0]).get("model")
         except (orjson.JSONDecodeError, AttributeError):
             return None
         if not isinstance(returned, str) or public_model_name(returned, public, dep.spec) == returned:

@@ -8,6 +8,7 @@ never reached an upstream (or got nothing back): nothing is billed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -49,7 +50,8 @@ class Ticket:
     scopes: list[Scope]
     rate_tokens: int
     started: float = field(default_factory=time.perf_counter)
-    settled: bool = False
+    settled: bool = False  # billed or abandoned: the hold is dealt with
+    billed: bool = False  # a usage record and its ledger entries exist
     batch: bool = False  # a Batch API line: its own rate-limit pool, priced at the catalog's batch tier
 
     @property
@@ -183,7 +185,7 @@ class Billing:
         our own count because the upstream reported none."""
         if ticket.settled:
             raise RuntimeError(f"request {ticket.request_id} settled twice")
-        ticket.settled = True
+        ticket.settled = ticket.billed = True
         bounds = ticket.estimate
         usage, anomaly = within_bounds(usage, bounds.input_bound, bounds.output_bound)
         cost = 0 if free else self.price(ticket, usage, service_tier)
@@ -211,8 +213,18 @@ class Billing:
             error_code=error_code, usage_source=source, anomaly=anomaly[:200] if anomaly else None,
             rows=tuple(attach(cost)) if attach is not None else (),
         )
+        committed = self.writer.submit(settlement)
         try:
-            await self.writer.settle(settlement)
+            await committed
+        except asyncio.CancelledError:
+            if committed.cancelled():
+                # The client left while its bill commits: the writer commits it anyway, so the hold
+                # is released as settled (not given back whole) before the cancellation goes on.
+                await self._release(ticket.hold, cost)
+                await self._correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
+            else:
+                await self._release(ticket.hold, 0)
+            raise
         except BaseException:
             await self._release(ticket.hold, 0)
             raise

@@ -101,10 +101,15 @@ class LedgerWriter:
             self._task.cancel()
 
     async def settle(self, settlement: Settlement) -> None:
+        await self.submit(settlement)
+
+    def submit(self, settlement: Settlement) -> asyncio.Future[None]:
+        """Queue a settlement for the next group commit; the future resolves once it is durable.
+        Once queued it commits whether or not anyone still waits for it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((settlement, future))
         self._wake.set()
-        await future
+        return future
 
     def record(self, settlement: Settlement) -> None:
         """Queue a record that moves no money (a refused or failed request): committed with the

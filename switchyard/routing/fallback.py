@@ -25,6 +25,7 @@ _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 # Failures that another attempt would only repeat at the upstream's expense.
 _FINAL_CODES = frozenset({"upstream_response_too_large"})
+_RNG = random.Random()  # jitter only: one generator (a new one per request would seed from os.urandom)
 BACKOFF_BASE = 0.1  # seconds; doubled per retry
 BACKOFF_CAP = 2.0
 MAX_RETRY_AFTER = 2.0  # wait at most this long for one deployment; longer: try the next one
@@ -57,7 +58,7 @@ async def first_answer(
     rng: random.Random | None = None,
 ) -> tuple[Deployment, T, int]:
     """Returns (deployment that answered, its answer, attempts made); raises the last error."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     attempts = 0
     last: GatewayError | None = None
     for dep in candidates:

@@ -33,7 +33,7 @@ from switchyard.responses import ResponseStore
 from switchyard.routing.cache import cache_namespace, make_cache
 from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
-from switchyard.server.request_id import RequestIdMiddleware
+from switchyard.server.request_id import RequestIdMiddleware, printable
 from switchyard.server.responses import error_response
 from switchyard.server.routes import routes
 from switchyard.server.state import AppState
@@ -53,12 +53,8 @@ def _log_refusal(request: Request, err: GatewayError) -> None:
         request_log.info(
             "%s %s %s status=%d code=%s param=%s key=%s model=%s", getattr(state, "request_id", "-"),
             request.method, request.url.path, err.status, err.code or "-", err.param or "-",
-            getattr(state, "key_id", None) or "-", _printable(getattr(state, "model", None)),
+            getattr(state, "key_id", None) or "-", printable(getattr(state, "model", None)),
         )
-
-
-def _printable(value: object) -> str:
-    return value[:100].encode("unicode_escape").decode() if isinstance(value, str) and value else "-"
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:

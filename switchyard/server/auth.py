@@ -10,5 +10,5 @@ from switchyard.accounts.records import Principal
 def caller(request: Request) -> Principal:
     """The authenticated caller (401 otherwise); its key id goes into the request's log line."""
     principal = request.app.state.sy.directory.authenticate(request.headers.get("authorization"))
-    request.state.key_id = principal.key_id
+    request.scope["state"]["key_id"] = principal.key_id
     return principal

@@ -1,27 +1,31 @@
-"""The HTTP/1.1 protocol uvicorn runs, with the guards a public endpoint needs against slow clients.
+"""The HTTP/1.1 protocol uvicorn runs, with what a public endpoint needs against slow and vanishing clients.
 
 uvicorn closes idle keep-alive connections but will wait forever for a request's headers or
-for the rest of its body, so a few thousand slow clients could hold every connection of a
-worker. Here:
+for the rest of its body, and goes on serving a request whose client has left. Here:
 - a request's headers must arrive within `limits.header_seconds` (else 408, closed);
 - a body may pause at most `limits.body_idle_seconds` between two pieces (else closed);
-- past `limits.max_connections` connections in this worker, the connection that has waited
-  longest for its headers (nobody authenticated yet) is cut first; only when every connection
-  is busy with a request is the newcomer refused with 503.
+- past `limits.max_connections` connections in this worker, the connection that has been
+  quiet longest (still sending headers nobody has authenticated, or idle) is cut first; only
+  when every connection is busy with a request is the newcomer refused with 503;
+- a client that disconnects before its response has started cancels its request (the
+  upstream call stops, a local model stops generating, the money hold is released); the
+  request's task ends quietly (`client_gone` in the request state). Streams are left alone:
+  their response listens for the disconnect itself.
+Deadlines are plain numbers checked by one sweep per worker, so a request costs no timers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from switchyard.config import ServerLimits, load_settings
 from switchyard.wire.errors import GatewayError
 
+SWEEP_SECONDS = 0.5
 
 
 def _canned(status: str, error: GatewayError) -> bytes:
@@ -42,92 +46,99 @@ def _limits() -> ServerLimits:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with header and body timeouts and a connection cap."""
+    """uvicorn's httptools protocol with header and body deadlines, a connection cap, and
+    cancellation of requests whose client left."""
+
+    _sweeping: ClassVar[set[int]] = set()  # ids of the connection sets a sweep already watches
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._guard_limits = _limits()
-        self._awaiting_headers_since: float | None = None  # set while a request's headers are incomplete
-        self._quiet_since: float | None = time.monotonic()  # set while no request is being served
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        self._guard = _limits()
+        now = self.loop.time()
+        self._quiet_since: float | None = now  # set while no request is being served
+        self._headers_due: float | None = None  # while a request's headers are incomplete
+        self._body_due: float | None = None  # while a request's body is incomplete
+        self._request_task: asyncio.Task[None] | None = None
+        self._request_cycle: RequestResponseCycle | None = None
 
     # -- connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self._guard_limits.max_connections and not self._make_room():
+        self._sweep_start()
+        if len(self.connections) > self._guard.max_connections and not self._make_room():
             transport.write(_REFUSED)
             transport.close()
             return
-        self._await_headers()
+        self._headers_due = self.loop.time() + self._guard.header_seconds
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        cycle, task = self._request_cycle, self._request_task
+        if (cycle is not None and task is not None and not task.done() and cycle is self.cycle
+                and not cycle.response_started):
+            # Nobody will read the answer: stop working on it (streams that started are left alone).
+            cycle.scope["state"]["client_gone"] = True
+            task.cancel()
         super().connection_lost(exc)
 
     def _make_room(self) -> bool:
-        """Cut the connection that has been quiet longest (sending headers nobody has authenticated
-        yet, or idle between requests); False if every other one is serving a request."""
+        """Cut the connection that has been quiet longest; False if every other one is serving a request."""
         quiet = [c for c in self.connections if c is not self and getattr(c, "_quiet_since", None) is not None]
         if not quiet:
             return False
-        oldest = min(quiet, key=lambda c: c._quiet_since)
-        oldest.transport.close()
+        min(quiet, key=lambda c: c._quiet_since).transport.close()
         return True
 
-    # -- headers
-    def _await_headers(self) -> None:
-        if self._awaiting_headers_since is None:
-            self._awaiting_headers_since = time.monotonic()
-            self._header_timer = self.loop.call_later(self._guard_limits.header_seconds, self._headers_late)
-
-    def _headers_late(self) -> None:
-        self._header_timer = None
-        if self._awaiting_headers_since is not None and not self.transport.is_closing():
-            self.transport.write(_TIMED_OUT)
-            self.transport.close()
-
+    # -- requests
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._await_headers()  # a keep-alive connection's next request starts its own clock
+        if self._headers_due is None:  # a keep-alive connection's next request starts its own clock
+            self._headers_due = self.loop.time() + self._guard.header_seconds
 
     def on_headers_complete(self) -> None:
-        self._awaiting_headers_since = self._quiet_since = None
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._headers_due = self._quiet_since = None
+        self._body_due = self.loop.time() + self._guard.body_idle_seconds
         super().on_headers_complete()
-        self._arm_body_timer()  # cancelled at once by on_message_complete when there is no body
-
-    # -- body
-    def _arm_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-        self._body_timer = self.loop.call_later(self._guard_limits.body_idle_seconds, self._body_stalled)
-
-    def _body_stalled(self) -> None:
-        self._body_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()  # the application sees a disconnect and answers nobody
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        self._arm_body_timer()
+        self._body_due = self.loop.time() + self._guard.body_idle_seconds
 
     def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_due = None
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # The keep-alive timer uvicorn arms now covers the idle wait; the header clock starts
-        # when the next request's first byte arrives (on_message_begin).
-        self._quiet_since = time.monotonic()
+        self._quiet_since = self.loop.time()
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        async def tracked(scope: Any, receive: Any, send: Any) -> None:
+            self._request_cycle, self._request_task = cycle, asyncio.current_task()  # type: ignore[assignment]
+            await app(scope, receive, send)
+
+        super()._start_asgi_task(cycle, tracked)
+
+    # -- the sweep: one per worker, every SWEEP_SECONDS
+    def _sweep_start(self) -> None:
+        key = id(self.connections)
+        if key not in GuardedHttpToolsProtocol._sweeping:
+            GuardedHttpToolsProtocol._sweeping.add(key)
+            self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.connections)
+
+    def _overdue(self, now: float) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._headers_due is not None and now > self._headers_due:
+            self.transport.write(_TIMED_OUT)
+            self.transport.close()
+        elif self._body_due is not None and now > self._body_due:
+            self.transport.close()  # the application sees a disconnect and answers nobody
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    now = loop.time()
+    for conn in list(connections):
+        overdue = getattr(conn, "_overdue", None)
+        if overdue is not None:
+            overdue(now)
+    loop.call_later(SWEEP_SECONDS, _sweep, loop, connections)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+_log = logging.getLogger("switchyard.requests")
+
+
+def printable(value: object) -> str:
+    """A client-given string as one log token: escaped (no forged lines), cut to 100 characters."""
+    return value[:100].encode("unicode_escape").decode() if isinstance(value, str) and value else "-"
 
 
 def new_request_id() -> str:
@@ -31,4 +41,12 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            state = scope["state"]
+            if not state.get("client_gone"):
+                raise
+            # The protocol cancelled it because its client left: nobody to answer, nothing wrong.
+            _log.info("%s %s %s status=499 code=client_disconnected param=- key=%s model=%s", request_id,
+                      scope.get("method"), scope.get("path"), state.get("key_id") or "-", printable(state.get("model")))

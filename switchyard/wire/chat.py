@@ -7,7 +7,6 @@ forwarded untouched from the raw body, so new OpenAI parameters keep working.
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -122,7 +121,7 @@ class JSONSchemaResponseFormat(Struct, tag="json_schema", tag_field="type"):
 ResponseFormat = TextFormat | JSONObjectFormat | JSONSchemaResponseFormat
 
 
-class ChatRequest(Struct, dict=True):  # dict: room for the cached properties below
+class ChatRequest(Struct, dict=True):  # dict: room for facts computed once (has_images)
     model: str
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool | None = None
@@ -163,13 +162,16 @@ class ChatRequest(Struct, dict=True):  # dict: room for the cached properties be
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    @cached_property
+    @property
     def has_images(self) -> bool:
         # Asked by routing, metering and every provider: a long conversation is walked once.
-        return any(
-            isinstance(m.content, list) and any(isinstance(p, ImagePart) for p in m.content)
-            for m in self.messages
-        )
+        found = self.__dict__.get("_has_images")
+        if found is None:
+            found = self.__dict__["_has_images"] = any(
+                isinstance(m.content, list) and any(isinstance(p, ImagePart) for p in m.content)
+                for m in self.messages
+            )
+        return found
 
     @property
     def json_schema(self) -> JSONSchemaFormat | None:

@@ -42,9 +42,12 @@ class _Writer:
         self.key = key
         self.settled: list[Any] = []
 
-    async def settle(self, settlement: Any) -> None:
+    def submit(self, settlement: Any) -> asyncio.Future[None]:
         self.settled.append(settlement)
         self.key.spent_nanos += settlement.cost_nanos
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
 
     def record(self, settlement: Any) -> None:
         self.settled.append(settlement)
@@ -111,5 +114,53 @@ def test_a_bill_never_exceeds_its_hold_nor_a_budget(
         assert cost <= ticket.hold.amount_nanos
         assert writer.settled[-1].output_tokens <= quote.at(dep).output_limit * n
         assert key.spent_nanos <= budget + overdraft
+
+    asyncio.run(run())
+
+
+def test_a_cancellation_during_the_commit_does_not_undo_the_bill() -> None:
+    """A client that leaves while its bill commits: the bill stands (the writer commits it anyway),
+    its hold is released as settled (not given back whole), and the cancellation goes on."""
+    dep = deployment(Decimal("1"), Decimal("0.1"), None, Decimal("2"), max_output=100)
+    org = OrgRecord(id="org", name="o", tier="t", price_multiplier=Decimal(1), prepaid=True, balance_nanos=10**9,
+                    overdraft_nanos=0, rpm_limit=None, tpm_limit=None)
+    key = KeyRecord(id="key_x", org_id="org", name="k", allowed_models=None, budget_nanos=10**6, spent_nanos=0,
+                    overdraft_nanos=0, rpm_limit=None, tpm_limit=None, expires_at=None, revoked_at=None)
+
+    class SlowWriter(_Writer):
+        def submit(self, settlement: Any) -> asyncio.Future[None]:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def commit() -> None:  # as the ledger writer does: it commits whoever still waits
+                self.settled.append(settlement)
+                self.key.spent_nanos += settlement.cost_nanos
+                if not future.done():
+                    future.set_result(None)
+
+            asyncio.get_running_loop().call_later(0.05, commit)
+            return future
+
+    funds = Funds()
+    writer = SlowWriter(key)
+    billing = Billing(funds, LocalRateLimiter(), {}, writer)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        quote = Quote(parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}))
+        ticket, _ = await billing.admit("req", Principal(key, org), "m", quote, [dep])
+        assert funds.key_held("key_x") == ticket.hold.amount_nanos > 0
+        task = asyncio.get_running_loop().create_task(billing.settle(
+            ticket, TokenUsage(input_tokens=5, output_tokens=5), status="completed", service_tier=None, image_tokens=0))
+        await asyncio.sleep(0.01)  # the bill is queued, not yet committed
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("the cancellation was swallowed")
+        assert ticket.billed
+        assert funds.key_held("key_x") == 0 and funds.org_held("org") == 0
+        await asyncio.sleep(0.1)  # the writer's commit lands
+        assert len(writer.settled) == 1 and key.spent_nanos == writer.settled[0].cost_nanos > 0
 
     asyncio.run(run())

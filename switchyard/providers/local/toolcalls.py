@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchyard.providers.local.grammar import TOOL_CLOSE, TOOL_OPEN
+from switchyard.providers.local.grammar import TOOL_OPEN
 
 _HEADER = re.compile(
     re.escape(TOOL_OPEN) + r'\s*\{\s*"name"\s*:\s*"(?P<name>(?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*'

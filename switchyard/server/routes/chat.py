@@ -7,7 +7,6 @@ from starlette.responses import Response
 
 from switchyard.server.auth import caller
 from switchyard.server.body import read_json
-from switchyard.server.disconnect import unless_client_leaves
 from switchyard.server.responses import JSONResponse, sse_response
 from switchyard.server.state import AppState
 
@@ -16,8 +15,8 @@ async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.sy
     principal = caller(request)
     raw = await read_json(request, state.settings.max_body_bytes, state.settings.limits)
-    request.state.model = raw.get("model") if isinstance(raw, dict) else None
-    outcome = await unless_client_leaves(request, state.gateway.chat(raw, principal, request.state.request_id))
+    request.scope["state"]["model"] = raw.get("model") if isinstance(raw, dict) else None
+    outcome = await state.gateway.chat(raw, principal, request.scope["state"]["request_id"])
     if outcome.frames is not None:
         return sse_response(outcome.frames, outcome.headers, outcome.finish)
     return JSONResponse(outcome.body, headers=outcome.headers)

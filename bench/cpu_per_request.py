@@ -1,0 +1,114 @@
+"""Gateway CPU per request: the figure that noise on a shared VM disturbs least (a script, not a test).
+
+Starts the benchmark's stand-in upstream and one switchyard worker with accounts on (a prepaid
+organisation on a limited tier, a key with a budget: every request is limited, reserved,
+priced and settled durably), drives it with wrk at concurrency 50, and divides the worker's
+CPU time (user + system, from /proc) by the requests it answered.
+
+    python bench/cpu_per_request.py --duration 10 --rounds 3
+    python bench/cpu_per_request.py --switchyard-bin /other/checkout/.venv/bin/switchyard
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{url} did not answer")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--switchyard-bin", default=str(ROOT / ".venv" / "bin" / "switchyard"))
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="sy-cpu-"))
+    up_port, gw_port = free_port(), free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(up_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (work / "config.yaml").write_text(json.dumps({
+        "models": {"gpt-5.2": {"deployments": [{
+            "provider": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1", "model": "gpt-5.2"}]}},
+        "tiers": {"bench": {"rpm": 100000000, "tpm": 100000000000}},
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env.update(SWITCHYARD_CONFIG=str(work / "config.yaml"), SWITCHYARD_DATA_DIR=str(work / "data"),
+               SWITCHYARD_MASTER_KEY="sk-bench-master", SWITCHYARD_LOG_LEVEL="warning")
+
+    def cli(*argv: str) -> str:
+        return subprocess.run([args.switchyard_bin, *argv], env=env, cwd=work, check=True, capture_output=True,
+                              text=True).stdout
+
+    cli("orgs", "create", "bench", "--tier", "bench")
+    cli("topup", "bench", "1000000")
+    key = json.loads(cli("keys", "create", "--org", "bench", "--budget-usd", "1000000", "--json"))["key"]
+    gateway = subprocess.Popen([args.switchyard_bin, "serve", "--port", str(gw_port)], env=env, cwd=work,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{gw_port}/healthz")
+        worker = gateway.pid  # one worker: uvicorn serves in the process itself
+        results: dict[str, list[float]] = {"non-stream": [], "stream": []}
+        for _ in range(args.rounds):
+            for mode, script in (("non-stream", "wrk_chat.lua"), ("stream", "wrk_chat_stream.lua")):
+                before = cpu_seconds(worker)
+                out = subprocess.run(
+                    ["wrk", "-t1", "-c50", f"-d{args.duration}s", "-s", str(ROOT / "bench" / script),
+                     "-H", f"Authorization: Bearer {key}", f"http://127.0.0.1:{gw_port}/v1/chat/completions"],
+                    capture_output=True, text=True, check=True).stdout
+                used = cpu_seconds(worker) - before
+                line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+                counts = json.loads(line[len("WRKJSON "):])
+                if counts["non2xx"] or counts["bad_body"]:
+                    sys.exit(f"{mode}: {counts['non2xx']} non-2xx and {counts['bad_body']} bad answers")
+                requests = counts["requests"]
+                results[mode].append(used / requests * 1e6)
+        for mode, values in results.items():
+            print(f"{mode:11} CPU per request: median {statistics.median(values):7.0f} us "
+                  f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+    finally:
+        gateway.terminate()
+        gateway.wait(15)
+        upstream.terminate()
+
+
+if __name__ == "__main__":
+    main()
