@@ -26,7 +26,10 @@ from switchyard.metering.cost import TokenUsage, usd
 from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, Quote
 from switchyard.metering.tokens import acount_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported, unreported
-from switchyard.providers import ChatCall, ResponsesCall
+from switchyard.providers import ChatCall, ResponsesCall, ResponsesUnsupported
+from switchyard.responses.compaction import (
+    MAX_SUMMARY_TOKENS, compaction_fields, compaction_from_chat, native_compaction_body, summary_chat,
+)
 from switchyard.responses.store import ResponseStore
 from switchyard.responses.streams import TERMINAL, EventSource, NativeEvents, TranslatedEvents
 from switchyard.responses.turns import FileReader, adopt, as_responses_error, inline_files, native_body, usage_of
@@ -38,8 +41,8 @@ from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
 from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
-from switchyard.wire.responses import input_items, new_id, parse_responses_request
-from switchyard.wire.responses_chat import ResponseEvents, chat_body, response_from_chat
+from switchyard.wire.responses import ResponsesRequest, input_items, new_id, parse_responses_request
+from switchyard.wire.responses_chat import ResponseEvents, chat_body, dropped_tools, response_from_chat
 from switchyard.wire.sse import DONE, data_frame, event_frame
 
 log = logging.getLogger("switchyard.requests")
@@ -47,9 +50,6 @@ log = logging.getLogger("switchyard.requests")
 Record = Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]]
 # A chunk whose `usage` is an object (not null), however the upstream spaces its JSON.
 _HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{').search
-# No o200k token (nor any common BPE vocabulary's) spans more bytes: a floor on a prompt's tokens
-# that rejects a prompt far over a window without counting it.
-_MAX_TOKEN_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -158,18 +158,7 @@ class Gateway:
         principal, request_id, batch = trace.principal, trace.request_id, trace.batch
         req = parse_responses_request(raw)
         org_id = principal.org.id
-        history: list[dict[str, Any]] = []
-        if req.previous_response_id:
-            found = await self.responses.conversation(org_id, req.previous_response_id) if self.responses else None
-            if found is None:
-                raise not_found(f"Previous response with id '{req.previous_response_id}' not found.",
-                                param="previous_response_id")
-            history = found
-        items = input_items(req)
-        _at_most(len(items), self.limits.max_input_items, "input")
-        # Uploaded images as data URLs, once: truncation below only drops history items.
-        current = await inline_files(items, org_id, self.files)
-        history = await inline_files(history, org_id, self.files)
+        items, history, current = await self._conversation(req, org_id)
         while True:
             conversation = history + current
             chat = chat_body(req, raw, conversation)
@@ -220,9 +209,12 @@ class Gateway:
             async def open_at(dep: Deployment) -> tuple[EventSource, None]:
                 await self._deployment_limits(dep, ticket.rate_tokens)
                 if dep.provider.native_responses:
-                    upstream = dep.provider.respond_stream(native_call(dep))
-                    first = await _first(dep, upstream)
-                    return NativeEvents(upstream, first, make_ours), None
+                    try:
+                        upstream = dep.provider.respond_stream(native_call(dep))
+                        first = await _first(dep, upstream)
+                        return NativeEvents(upstream, first, make_ours), None
+                    except ResponsesUnsupported:
+                        pass  # a server without /responses: translated, now and from now on
                 chunks, first_chunks = await _open_stream(dep, chat_call(dep))
                 events = ResponseEvents(req, response_id=response_id, created_at=created_at, model=public,
                                         previous_response_id=previous)
@@ -247,19 +239,92 @@ class Gateway:
             async def answer_at(dep: Deployment) -> dict[str, Any]:
                 await self._deployment_limits(dep, ticket.rate_tokens)
                 if dep.provider.native_responses:
-                    response = await dep.provider.respond(native_call(dep))
-                    make_ours(response)
-                    return response
+                    try:
+                        response = await dep.provider.respond(native_call(dep))
+                        make_ours(response)
+                        return response
+                    except ResponsesUnsupported:
+                        pass  # a server without /responses: translated, now and from now on
                 completion = await dep.provider.chat(chat_call(dep))
                 return response_from_chat(completion, req, response_id=response_id, created_at=created_at,
                                           model=public, previous_response_id=previous)
 
             outcome = await self._answered(ticket, candidates, answer_at, None, None, keep)
+        if not outcome.deployment.provider.native_responses and (dropped := dropped_tools(req)):
+            # Hosted tools (web_search, ...) a chat model cannot run: left out rather than refused.
+            outcome.headers["x-switchyard-dropped-tools"] = ", ".join(dropped)
+            log.info("request %s: deployment %s cannot run hosted tools %s; left out",
+                     request_id, outcome.deployment.id, ", ".join(dropped))
+        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome.headers.update(limit_headers)
+        return outcome
+
+    async def compact(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
+        """`POST /v1/responses/compact`: a long conversation as a short one to continue from.
+        Deployments that speak Responses compact it themselves; for the others the model
+        summarises it through chat, and the summary becomes a compaction item of ours."""
+        trace = _trace(raw, principal, request_id, "/v1/responses/compact", False)
+        return await self._traced(trace, self._compact(raw, trace))
+
+    async def _compact(self, raw: Any, trace: _Trace) -> Outcome:
+        principal, request_id = trace.principal, trace.request_id
+        if not isinstance(raw, dict):
+            raise invalid_request("The request body must be a JSON object.")
+        fields = compaction_fields(raw)
+        req = parse_responses_request({**fields, "store": False})
+        _, history, current = await self._conversation(req, principal.org.id)
+        conversation = history + current
+        chat = summary_chat(req, fields, conversation, MAX_SUMMARY_TOKENS)
+        public, group, decision = self._resolve(parse_chat_request(chat), request_id)
+        # Within every candidate model's own max output: a summary's limit is ours, not the caller's.
+        chat = summary_chat(req, fields, conversation, min(dep.spec.max_output_tokens for dep in group))
+        request = parse_chat_request(chat)
+        if not principal.may_use(public):
+            raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
+        quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=_unviewed_bytes(conversation))
+        candidates = await self._candidates(quote, group, public)
+        ticket, limit_headers = await self.billing.admit(
+            request_id, principal, public, quote, candidates, endpoint="/v1/responses/compact")
+        trace.ticket, trace.limit_headers = ticket, limit_headers
+        compaction_id, created_at = new_id("resp"), int(time.time())
+
+        async def compact_at(dep: Deployment) -> dict[str, Any]:
+            await self._deployment_limits(dep, ticket.rate_tokens)
+            if dep.provider.native_responses:
+                try:
+                    answer = await dep.provider.compact(ResponsesCall(
+                        body=native_compaction_body(fields, conversation), upstream_model=dep.config.model,
+                        request_id=request_id))
+                    answer["id"] = compaction_id
+                    return answer
+                except ResponsesUnsupported:
+                    pass  # a server without /responses/compact: summarised through chat below
+            completion = await dep.provider.chat(ChatCall(request=request, body=chat, upstream_model=dep.config.model,
+                                                          request_id=request_id, output_limit=quote.limit_to_send(dep)))
+            return compaction_from_chat(completion, conversation, compaction_id=compaction_id, created_at=created_at)
+
+        outcome = await self._answered(ticket, candidates, compact_at, None, None)
         outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome
 
     # ---- shared steps --------------------------------------------------------------------
+
+    async def _conversation(
+        self, req: ResponsesRequest, org_id: str,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """This turn's items as stored, and the conversation to send: the earlier turns (from
+        `previous_response_id`) and this turn's, uploaded images inlined as data URLs."""
+        history: list[dict[str, Any]] = []
+        if req.previous_response_id:
+            found = await self.responses.conversation(org_id, req.previous_response_id) if self.responses else None
+            if found is None:
+                raise not_found(f"Previous response with id '{req.previous_response_id}' not found.",
+                                param="previous_response_id")
+            history = found
+        items = input_items(req)
+        _at_most(len(items), self.limits.max_input_items, "input")
+        return items, await inline_files(history, org_id, self.files), await inline_files(items, org_id, self.files)
 
     async def _traced(self, trace: _Trace, work: Awaitable[Outcome]) -> Outcome:
         """Run one request; one that gets no answer leaves a zero-cost record (refused before
@@ -384,12 +449,11 @@ class Gateway:
         """Prompt size for the context check when cheap bounds decide it: the byte bound when it
         proves a fit, a floor when that proves an overflow; None when only a count can tell."""
         request = quote.request
-        images = quote.image_tokens(dep.spec)
-        bound = quote.text_bound + images
+        bound = quote.text_bound + quote.image_tokens(dep.spec)
         window = dep.context_window
         if bound + (request.output_limit or 0) <= window:
             return min(bound, window - 1)
-        floor = quote.text_bound // _MAX_TOKEN_BYTES + images
+        floor = quote.at(dep).input_floor  # rejects a prompt far over the window without counting it
         return floor if floor >= window else None
 
     @staticmethod
@@ -421,9 +485,12 @@ class Gateway:
             text = delivered() if callable(delivered) else delivered
         ours = unreported(metered, text)
         if ours:
-            metered = await counted(ticket.request, text, images)
+            # Counted as the upstream counts, where it says how (its tokenizer and chat template).
+            provider = ticket.deployment.provider
+            metered = await counted(ticket.request, text, images, await provider.count_prompt_tokens(ticket.request),
+                                    await provider.count_output_tokens(text))
             if replace_usage is not None:
-                is_response = replace_usage.get("object") == "response"
+                is_response = str(replace_usage.get("object")).startswith("response")  # a response or a compaction
                 replace_usage["usage"] = usage_of(metered) if is_response else _usage_object(metered)
         assert metered is not None
         cost = await self.billing.settle(

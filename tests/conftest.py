@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,14 +53,32 @@ class Gateway:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def usage_record(self, request_id: str) -> dict[str, Any]:
+        """The request's usage record, read from the gateway's own SQLite file (as an operator
+        would); waits for it, since a stream's record commits as its last frame leaves."""
+        deadline = time.monotonic() + 30
+        while True:
+            with sqlite3.connect(self.data_dir / "switchyard.db") as db:
+                db.row_factory = sqlite3.Row
+                row = db.execute("SELECT * FROM usage_records WHERE request_id = ?", (request_id,)).fetchone()
+            if row is not None:
+                return dict(row)
+            assert time.monotonic() < deadline, f"no usage record for {request_id}"
+            time.sleep(0.05)
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def start_gateway(

@@ -24,6 +24,8 @@ from switchyard.wire.errors import invalid_request
 
 # A BPE token averages about four bytes of English: OpenAI's own rule of thumb for estimates.
 BYTES_PER_TOKEN_ESTIMATE = 4
+# No o200k token (nor any common BPE vocabulary's) spans more bytes: a floor on any tokenizer's count.
+MAX_TOKEN_BYTES = 256
 
 
 class Serving(Protocol):
@@ -44,6 +46,7 @@ class Serving(Protocol):
 @dataclass(frozen=True, slots=True)
 class Estimate:
     input_bound: int  # no prompt can bill more (text bytes + framing + overhead + images)
+    input_floor: int  # nor less, whatever the upstream's tokenizer (bytes / MAX_TOKEN_BYTES + images)
     input_estimate: int  # a typical count, for rate limits
     image_tokens: int  # exact for inline images, worst case for remote URLs
     output_limit: int  # the most one choice may generate at this deployment
@@ -145,6 +148,7 @@ class Quote:
             extra += overhead.tools
         return Estimate(
             input_bound=self.text_bound + extra + images,
+            input_floor=self.text_bound // MAX_TOKEN_BYTES + images,
             input_estimate=-(-self.text_bound // BYTES_PER_TOKEN_ESTIMATE) + images,
             image_tokens=images,
             output_limit=output_limit(request, dep, self.reserve_cap),

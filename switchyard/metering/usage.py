@@ -51,12 +51,17 @@ def unreported(usage: TokenUsage | None, delivered_text: str) -> bool:
     return usage is None or (usage.output_tokens == 0 and bool(delivered_text))
 
 
-async def counted(request: ChatRequest, delivered_text: str, image_tokens: int) -> TokenUsage:
-    """Our own count, for upstreams that report no usage or break off mid-stream."""
-    return TokenUsage(
-        input_tokens=await acount_prompt_tokens(request) + image_tokens,
-        output_tokens=await acount_text(delivered_text),
-    )
+async def counted(
+    request: ChatRequest, delivered_text: str, image_tokens: int,
+    prompt_tokens: int | None = None, output_tokens: int | None = None,
+) -> TokenUsage:
+    """Our own count, for upstreams that report no usage or break off mid-stream: the upstream's
+    own counts where it gave them (`prompt_tokens`, `output_tokens`), else an OpenAI encoding."""
+    if prompt_tokens is None:
+        prompt_tokens = await acount_prompt_tokens(request) + image_tokens
+    if output_tokens is None:
+        output_tokens = await acount_text(delivered_text)
+    return TokenUsage(input_tokens=prompt_tokens, output_tokens=output_tokens)
 
 
 def within_bounds(usage: TokenUsage, input_bound: int, output_bound: int) -> tuple[TokenUsage, str | None]:

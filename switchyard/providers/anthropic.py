@@ -29,8 +29,9 @@ from switchyard.providers.http import (
 )
 from switchyard.providers.openai import map_error
 from switchyard.wire.chat import (
-    AudioPart, FilePart, ImagePart, JSONObjectFormat, Message, NamedToolChoice, RefusalPart, TextPart,
+    AudioPart, ChatRequest, FilePart, ImagePart, JSONObjectFormat, Message, NamedToolChoice, RefusalPart, TextPart,
 )
+from switchyard.wire.answers import json_answer
 from switchyard.wire.errors import GatewayError, invalid_request, upstream_error
 from switchyard.wire.sse import SSEDecoder
 
@@ -68,6 +69,7 @@ def _json_schema_instruction(name: str, forced: bool) -> str:
 
 class AnthropicProvider(HTTPProvider):
     kind = "anthropic"
+    _framing: int | None = None  # tokens count_tokens adds around one short user message
 
     async def start(self) -> None:
         dep = self.deployment
@@ -165,6 +167,35 @@ class AnthropicProvider(HTTPProvider):
     async def _send(self, payload: bytes, stream: bool = False) -> Response:
         return await self.post("/v1/messages", payload, map_anthropic_error, stream=stream)
 
+    # ------------------------------------------------------------------ token counts
+    # Anthropic: "the token count should be considered an estimate"; a message may bill a few more or less.
+    prompt_count_is_billed = False
+
+    async def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        """Anthropic's own count (`/v1/messages/count_tokens`, free) of the prompt as we would send it."""
+        try:
+            body, _ = self.translate(ChatCall(request=request, body={}, upstream_model=self.deployment.model,
+                                              request_id="count"), stream=False)
+        except GatewayError:
+            return None
+        counted = {k: body[k] for k in _COUNTED_FIELDS if k in body}
+        found = await self.ask("/v1/messages/count_tokens", counted)
+        tokens = found.get("input_tokens") if isinstance(found, dict) else None
+        return tokens if isinstance(tokens, int) else None
+
+    async def count_output_tokens(self, text: str) -> int | None:
+        """An answer's tokens by Anthropic's count: the text as a message, less an empty one's framing."""
+        if not text:
+            return 0
+        if self._framing is None:
+            base = await self.ask("/v1/messages/count_tokens", _one_message(self.deployment.model, "."))
+            if not isinstance(base, dict) or not isinstance(base.get("input_tokens"), int):
+                return None
+            self._framing = base["input_tokens"] - 1
+        found = await self.ask("/v1/messages/count_tokens", _one_message(self.deployment.model, text))
+        tokens = found.get("input_tokens") if isinstance(found, dict) else None
+        return max(tokens - self._framing, 1) if isinstance(tokens, int) else None
+
     # ------------------------------------------------------------------ non-streaming
     async def chat(self, call: ChatCall) -> dict[str, Any]:
         body, schema_tool = self.translate(call, stream=False)
@@ -181,7 +212,11 @@ class AnthropicProvider(HTTPProvider):
             raise map_anthropic_error(502, raw, resp.headers, self.deployment.id)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid response.", code="upstream_invalid_response")
-        return completion_from_message(data, schema_tool)
+        completion = completion_from_message(data, schema_tool)
+        if _json_mode(call):
+            message = completion["choices"][0]["message"]
+            message["content"] = _as_json(message.get("content") or "", self.deployment.id)
+        return completion
 
     # ------------------------------------------------------------------ streaming
     async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
@@ -192,7 +227,7 @@ class AnthropicProvider(HTTPProvider):
             if resp.content_type != "text/event-stream":
                 raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
             decoder = SSEDecoder()
-            translator = StreamTranslator(dep_id, schema_tool)
+            translator = StreamTranslator(dep_id, schema_tool, json_mode=_json_mode(call))
             async for piece in resp.iter_chunks():
                 batch: list[bytes] = []
                 for event in decoder.feed(piece):
@@ -389,6 +424,20 @@ def completion_from_message(data: dict[str, Any], schema_tool: str | None) -> di
     }
 
 
+def _json_mode(call: ChatCall) -> bool:
+    """`json_object` asked for: Anthropic gets only an instruction, so its answer needs checking."""
+    return isinstance(call.request.response_format, JSONObjectFormat)
+
+
+def _as_json(text: str, dep_id: str) -> str:
+    found = json_answer(text)
+    if found is None:
+        raise upstream_error(502, f"Deployment {dep_id} did not answer with a JSON object although JSON mode was "
+                                  "asked for; retry, or use a json_schema response format.",
+                             code="upstream_invalid_json")
+    return found
+
+
 def _completion_id(msg_id: Any) -> str:
     return f"chatcmpl-{msg_id}" if msg_id else f"chatcmpl-{time.time_ns():x}"
 
@@ -396,9 +445,12 @@ def _completion_id(msg_id: Any) -> str:
 class StreamTranslator:
     """Anthropic stream events in, OpenAI chunk payloads out (appended to the batch given)."""
 
-    def __init__(self, dep_id: str, schema_tool: str | None) -> None:
+    def __init__(self, dep_id: str, schema_tool: str | None, json_mode: bool = False) -> None:
         self.dep_id = dep_id
         self.schema_tool = schema_tool
+        # JSON mode by instruction only: the text is held to the end, to come out as bare JSON.
+        self.json_mode = json_mode
+        self.held: list[str] = []
         self.head: dict[str, Any] = {}
         self.usage: dict[str, Any] = {}
         self.blocks: dict[int, tuple[str, int]] = {}  # Anthropic block index → (kind, tool call index)
@@ -453,7 +505,10 @@ class StreamTranslator:
             what, call_index = self.blocks.get(ev.get("index"), ("skip", -1))
             dtype = delta.get("type")
             if dtype == "text_delta" and what == "text" and delta.get("text"):
-                out.append(self._chunk({"content": delta["text"]}))
+                if self.json_mode:
+                    self.held.append(delta["text"])
+                else:
+                    out.append(self._chunk({"content": delta["text"]}))
             elif dtype == "input_json_delta" and delta.get("partial_json"):
                 if what == "tool":
                     out.append(self._chunk({"tool_calls": [{"index": call_index, "function": {"arguments": delta["partial_json"]}}]}))
@@ -466,6 +521,8 @@ class StreamTranslator:
                 self.stop_reason = delta["stop_reason"]
             self.usage.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
         elif kind == "message_stop":
+            if self.json_mode and self.held:
+                out.append(self._chunk({"content": _as_json("".join(self.held), self.dep_id)}))
             self._finish(out)
             self.done = True
         elif kind == "error":
@@ -507,6 +564,14 @@ def map_anthropic_error(status: int, raw: bytes, headers: Mapping[str, str], dep
         err.code = err.code or "request_too_large"
         return err
     return map_error(status, raw, headers, dep_id)
+
+
+# What `/v1/messages/count_tokens` takes of a Messages request.
+_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+def _one_message(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
 
 
 __all__ = ["PROVIDER", "AnthropicProvider", "completion_from_message", "map_anthropic_error", "usage_from_anthropic"]

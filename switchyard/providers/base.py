@@ -17,16 +17,27 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import orjson
+
 from switchyard.catalog import ModelSpec
-from switchyard.config import DeploymentConfig
+from switchyard.config import ConfigError, DeploymentConfig
 from switchyard.providers.http import (
-    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, transport_error,
+    HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, proxy_for, tls_context,
+    transport_error,
 )
 from switchyard.wire.errors import GatewayError
 from switchyard.wire.chat import ChatRequest
 
 
 log = logging.getLogger("switchyard.providers")
+
+
+class ResponsesUnsupported(GatewayError):
+    """The upstream has no Responses API (a bare 404 or a 405 on /responses): translate to chat."""
+
+    def __init__(self, dep_id: str) -> None:
+        super().__init__(404, f"Deployment {dep_id} does not serve the Responses API.", type="upstream_error",
+                         code="responses_unsupported")
 
 
 @dataclass(slots=True)
@@ -79,9 +90,23 @@ class Provider(ABC):
         """What a request without an output limit may generate here (None: up to the max)."""
         return self.deployment.default_max_tokens
 
+    # Whether `count_prompt_tokens` is what this upstream bills, not its estimate of it.
+    prompt_count_is_billed: ClassVar[bool] = True
+
+    @property
+    def tokenizer_is_openai(self) -> bool:
+        """Whether OpenAI's encodings are this model's own (its prompts count at least as o200k
+        does): OpenAI's models, wherever they are served (OpenAI, Azure, a proxy)."""
+        return self.spec.owned_by == "openai"
+
     async def count_prompt_tokens(self, request: ChatRequest) -> int | None:
-        """Exact prompt tokens as this upstream counts them, when the provider can tell; else None
-        (metering counts with an OpenAI encoding)."""
+        """Exact prompt tokens as this upstream counts them (its tokenizer and chat template), when
+        the provider can tell; else None (metering counts with an OpenAI encoding)."""
+        return None
+
+    async def count_output_tokens(self, text: str) -> int | None:
+        """Tokens of an answer's text as this upstream counts them, when the provider can tell.
+        Used only when an upstream reported no usage; None: metering counts with an OpenAI encoding."""
         return None
 
     @abstractmethod
@@ -112,11 +137,33 @@ class Provider(ABC):
         """Yield batches of Responses streaming events as dicts (only if `native_responses`)."""
         raise NotImplementedError
 
+    async def compact(self, call: ResponsesCall) -> dict[str, Any]:
+        """Return a `response.compaction` object from `/responses/compact` (only if `native_responses`)."""
+        raise NotImplementedError
+
 
 class HTTPProvider(Provider):
-    """A provider that calls a remote API: credential from the environment, a keep-alive pool."""
+    """A provider that calls a remote API: credential from the environment, a keep-alive pool.
+
+    Deployment options for the way out: `proxy` (an http:// proxy URL, or `none`; default: the
+    HTTPS_PROXY / HTTP_PROXY / NO_PROXY environment), `ca_file` (CAs to trust instead of the
+    system's), `cert_file` and `key_file` (a client certificate)."""
 
     _pool: HTTPPool | None = None
+
+    def __init__(self, deployment: DeploymentConfig, spec: ModelSpec) -> None:
+        super().__init__(deployment, spec)
+        opts = deployment.options
+        for name in ("ca_file", "cert_file", "key_file"):
+            if opts.get(name) is not None and not os.path.isfile(str(opts[name])):
+                raise ConfigError(f"deployment {deployment.id}: {name} {opts[name]} is not a readable file")
+        if opts.get("key_file") and not opts.get("cert_file"):
+            raise ConfigError(f"deployment {deployment.id}: key_file needs cert_file")
+        if opts.get("proxy") is not None:
+            try:
+                proxy_for(deployment.base_url or "https://x", str(opts["proxy"]))
+            except ValueError as exc:
+                raise ConfigError(f"deployment {deployment.id}: {exc}") from None
 
     def credential(self) -> str | None:
         """The API key from the deployment's `api_key_env` (a warning, not a crash, if unset)."""
@@ -130,12 +177,18 @@ class HTTPProvider(Provider):
 
     def open_pool(self, base_url: str, headers: dict[str, str]) -> HTTPPool:
         dep = self.deployment
+        opts = dep.options
+        proxy = proxy_for(base_url, str(opts["proxy"]) if opts.get("proxy") is not None else None)
+        if proxy is not None:
+            log.info("deployment %s goes through the proxy %s:%d", dep.id, proxy.host, proxy.port)
         self._pool = HTTPPool(
             base_url,
             connect_timeout=dep.timeouts.connect,
             read_timeout=dep.timeouts.read,
-            idle_seconds=float(dep.options.get("keepalive_seconds", 15)),
+            idle_seconds=float(opts.get("keepalive_seconds", 15)),
             headers={**headers, **dep.headers},  # operator-set headers win
+            tls=tls_context(opts.get("ca_file"), opts.get("cert_file"), opts.get("key_file")),
+            proxy=proxy,
         )
         return self._pool
 
@@ -158,6 +211,21 @@ class HTTPProvider(Provider):
             return resp
         except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError) as exc:
             raise transport_error(exc, dep.id) from None
+
+    async def ask(self, path: str, payload: Any, *, from_root: bool = False, timeout: float = 10.0) -> Any | None:
+        """A small request of the gateway's own (a token count): the JSON answer of a 200, else None.
+        Failures are the caller's cue to count another way, never the request's error."""
+        if self._pool is None:
+            return None
+        try:
+            resp = await self._pool.request(
+                "POST", path, orjson.dumps(payload), deadline=asyncio.get_running_loop().time() + timeout,
+                max_bytes=1 << 20, from_root=from_root)
+            raw = await resp.read()
+            return orjson.loads(raw) if resp.status == 200 else None
+        except (UpstreamConnectError, UpstreamTimeout, UpstreamProtocolError, orjson.JSONDecodeError) as exc:
+            log.debug("deployment %s: %s failed: %s", self.deployment.id, path, exc)
+            return None
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 import orjson
 
 from switchyard.providers.base import ChatCall, HTTPProvider
+from switchyard.providers.overflow import is_overflow
 from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
@@ -83,6 +84,29 @@ class GeminiProvider(HTTPProvider):
         if not re.search(r"/v\d+(alpha|beta)?\d*$", path):
             self._prefix = "/" + str(dep.options.get("api_version", "v1beta")).strip("/")
         self.open_pool(base_url, headers)
+
+    # ------------------------------------------------------------------ token counts
+    def _count_path(self) -> str:
+        return f"{self._prefix}/models/{quote(self.deployment.model.removeprefix('models/'), safe='-._~')}:countTokens"
+
+    async def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        """Gemini's own count (`countTokens`) of the request as we would send it."""
+        try:
+            body = to_gemini(request, {}, None)
+        except GatewayError:
+            return None
+        model = "models/" + self.deployment.model.removeprefix("models/")
+        counted = {k: body[k] for k in ("contents", "systemInstruction", "tools", "toolConfig") if k in body}
+        found = await self.ask(self._count_path(), {"generateContentRequest": {"model": model, **counted}})
+        tokens = found.get("totalTokens") if isinstance(found, dict) else None
+        return tokens if isinstance(tokens, int) else None
+
+    async def count_output_tokens(self, text: str) -> int | None:
+        if not text:
+            return 0
+        found = await self.ask(self._count_path(), {"contents": [{"role": "model", "parts": [{"text": text}]}]})
+        tokens = found.get("totalTokens") if isinstance(found, dict) else None
+        return tokens if isinstance(tokens, int) else None
 
     # ------------------------------------------------------------------ request
     def _path(self, model: str, stream: bool) -> str:
@@ -546,6 +570,8 @@ def map_error(status: int, raw: bytes, headers: Mapping[str, str], dep_id: str, 
     if status in (401, 403) or "API_KEY_INVALID" in reasons:  # Gemini answers a bad key with 400
         return upstream_error(502, f"Deployment {dep_id} rejected the gateway's credentials.", code="upstream_auth_error")
     if status in _CLIENT_STATUSES:
+        if is_overflow(status, str(message), code=code):
+            code = "context_length_exceeded"
         return GatewayError(status, prefix + str(message), type="invalid_request_error", code=code)
     if status == 429:
         if "retry-after" not in out_headers and (delay := _retry_delay(details)):

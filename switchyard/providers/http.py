@@ -9,12 +9,16 @@ fraction of a general-purpose client's CPU per request, which is most of a gatew
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import socket
 import ssl
 import time
+import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -222,8 +226,50 @@ class Response:
             conn.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy on the way out (companies reach the internet through one)."""
+
+    host: str
+    port: int
+    authorization: str | None = None  # a Proxy-Authorization value, from credentials in its URL
+
+    @classmethod
+    def parse(cls, url: str) -> Proxy:
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme not in ("http", "") or not parts.hostname:
+            raise ValueError(f"proxy must be http://[user:password@]host:port, got {url!r}")
+        auth = None
+        if parts.username is not None:
+            token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            auth = "Basic " + base64.b64encode(token).decode()
+        return cls(parts.hostname, parts.port or 8080, auth)
+
+
+def proxy_for(base_url: str, configured: str | None) -> Proxy | None:
+    """The proxy to reach `base_url` through: the deployment's own (`none` for no proxy), else
+    HTTPS_PROXY / HTTP_PROXY from the environment, unless NO_PROXY exempts the host."""
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "none", "direct") else Proxy.parse(configured)
+    parts = urlsplit(base_url)
+    env = urllib.request.getproxies_environment()
+    url = env.get(parts.scheme)
+    if not url or (parts.hostname and urllib.request.proxy_bypass_environment(parts.hostname, env)):
+        return None
+    return Proxy.parse(url)
+
+
+def tls_context(ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext:
+    """Certificates checked against the system's CAs, or `ca_file`'s (a company CA); with `cert_file`
+    (and `key_file`), the gateway presents a client certificate. Verification is never turned off."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class HTTPPool:
-    """Keep-alive connections to one upstream origin."""
+    """Keep-alive connections to one upstream origin, directly or through an HTTP proxy."""
 
     def __init__(
         self,
@@ -234,6 +280,8 @@ class HTTPPool:
         max_idle: int = 256,
         idle_seconds: float = 30.0,
         headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -241,7 +289,11 @@ class HTTPPool:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._ssl = (tls or tls_context()) if parts.scheme == "https" else None
+        self._proxy = proxy
+        # Plain http through a proxy: the request names the whole URL and the proxy forwards it;
+        # https goes through a CONNECT tunnel, so the proxy sees only where, never what.
+        self._forward_prefix = f"http://{self.host}:{self.port}" if proxy is not None and self._ssl is None else ""
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: deque[_Connection] = deque()
@@ -250,6 +302,8 @@ class HTTPPool:
         default_port = (parts.scheme == "https" and self.port == 443) or (parts.scheme == "http" and self.port == 80)
         host_header = self.host if default_port else f"{self.host}:{self.port}"
         lines = [f"Host: {host_header}", "Connection: keep-alive"]
+        if self._forward_prefix and proxy is not None and proxy.authorization:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self._header_block = ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
@@ -271,26 +325,41 @@ class HTTPPool:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        server_hostname = self.host if self._ssl else None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop), self.host, self.port, ssl=self._ssl,
-                    server_hostname=self.host if self._ssl else None,
-                )
+                if self._proxy is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(loop), self.host, self.port, ssl=self._ssl, server_hostname=server_hostname)
+                else:
+                    sock = await _dial(loop, self._proxy.host, self._proxy.port)
+                    try:
+                        if self._ssl is not None:
+                            await _tunnel(loop, sock, self.host, self.port, self._proxy.authorization)
+                        _, conn = await loop.create_connection(
+                            lambda: _Connection(loop), sock=sock, ssl=self._ssl, server_hostname=server_hostname)
+                    except BaseException:
+                        sock.close()
+                        raise
         except TimeoutError:
             raise UpstreamConnectError(f"connect timed out after {self.connect_timeout:g}s") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UpstreamConnectError(f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)) from None
+        except ssl.SSLError as exc:
+            # A certificate nobody vouches for is an error, never a quiet downgrade to plain text.
+            raise UpstreamConnectError(f"TLS with {self.host} failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise UpstreamConnectError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
         return conn
 
     async def request(
         self, method: str, path: str, body: bytes, extra_headers: bytes = b"", *,
-        deadline: float | None = None, max_bytes: int | None = None,
+        deadline: float | None = None, max_bytes: int | None = None, from_root: bool = False,
     ) -> Response:
         """Send a request; returns once the response headers are in. `deadline` (loop time): when
-        the whole answer must be in; `max_bytes`: the largest body accepted."""
+        the whole answer must be in; `max_bytes`: the largest body accepted; `from_root`: `path`
+        is from the server's root, not below the base URL's path (a server's own endpoints)."""
+        target = self._forward_prefix + (path if from_root else self.base_path + path)
         head = (
-            f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1")
+            f"{method} {target} HTTP/1.1\r\n".encode("latin-1")
             + self._header_block + extra_headers + b"Content-Length: %d\r\n\r\n" % len(body)
         )
         for attempt in (0, 1):
@@ -325,6 +394,39 @@ class HTTPPool:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+async def _dial(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected, non-blocking TCP socket (to a proxy)."""
+    last: OSError | None = None
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError(f"cannot resolve proxy {host}")
+
+
+async def _tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int,
+                  authorization: str | None) -> None:
+    """Ask the proxy for a tunnel to host:port (CONNECT); TLS then runs end to end through it."""
+    head = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if authorization:
+        head += f"Proxy-Authorization: {authorization}\r\n"
+    await loop.sock_sendall(sock, (head + "\r\n").encode("latin-1"))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        piece = await loop.sock_recv(sock, 4096)
+        if not piece or len(answer) > 16384:
+            raise UpstreamConnectError("the proxy closed the connection instead of answering CONNECT")
+        answer += piece
+    status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    if status_line.split(" ")[1:2] != ["200"]:
+        raise UpstreamConnectError(f"the proxy refused the tunnel: {status_line}")
 
 
 def transport_error(exc: BaseException, dep_id: str) -> GatewayError:

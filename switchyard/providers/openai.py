@@ -15,7 +15,13 @@ from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, HTTPProvider, ResponsesCall
+from switchyard.providers.base import ChatCall, HTTPProvider, ResponsesCall, ResponsesUnsupported
+from switchyard.catalog import ModelSpec
+from switchyard.config import ConfigError, DeploymentConfig
+from switchyard.providers.compatible_counts import KINDS as COUNT_KINDS
+from switchyard.providers.compatible_counts import CompatibleCounter
+from switchyard.wire.chat import ChatRequest
+from switchyard.providers.overflow import is_overflow
 from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
@@ -33,13 +39,36 @@ _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "resp
 class OpenAIProvider(HTTPProvider):
     kind = "openai"
     _fields: tuple[str, ...] | None = None
+    _counter: CompatibleCounter | None = None
+
+    def __init__(self, deployment: DeploymentConfig, spec: ModelSpec) -> None:
+        super().__init__(deployment, spec)
+        host = urlsplit(deployment.base_url or DEFAULT_BASE_URL).hostname or ""
+        self._openai = host == "api.openai.com" or host.endswith(".openai.azure.com")  # else a compatible server
+        configured = deployment.options.get("count_tokens")
+        if configured is not None and configured not in COUNT_KINDS:  # a typo fails at start-up, not at billing
+            raise ConfigError(f"deployment {deployment.id}: count_tokens must be one of {', '.join(COUNT_KINDS)}")
 
     async def start(self) -> None:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = self.credential()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self.open_pool(self.deployment.base_url or DEFAULT_BASE_URL, headers)
+        pool = self.open_pool(self.deployment.base_url or DEFAULT_BASE_URL, headers)
+        if not self._is_openai():
+            # A compatible server tokenizes with its own model: ask it, when usage is missing.
+            configured = self.deployment.options.get("count_tokens")
+            self._counter = CompatibleCounter(self, str(configured) if configured else None,
+                                              pool.base_path.removesuffix("/v1"))
+
+    def _is_openai(self) -> bool:
+        return self._openai
+
+    async def count_prompt_tokens(self, request: ChatRequest) -> int | None:
+        return await self._counter.prompt(request, self.deployment.model) if self._counter else None
+
+    async def count_output_tokens(self, text: str) -> int | None:
+        return await self._counter.text(text) if self._counter else None
 
     def _limit_fields(self) -> tuple[str, ...]:
         """How this server is told an output limit. OpenAI itself takes `max_completion_tokens`
@@ -51,15 +80,15 @@ class OpenAIProvider(HTTPProvider):
             if configured:
                 fields = tuple(str(f) for f in configured)
             else:
-                host = urlsplit(self.deployment.base_url or DEFAULT_BASE_URL).hostname or ""
-                official = host == "api.openai.com" or host.endswith(".openai.azure.com")
-                fields = ("max_completion_tokens",) if official else ("max_tokens", "max_completion_tokens")
+                fields = ("max_completion_tokens",) if self._is_openai() else ("max_tokens", "max_completion_tokens")
             self._fields = fields
         return fields
 
     def _payload(self, call: ChatCall, stream: bool) -> bytes:
         body = dict(call.body)
         body["model"] = call.upstream_model
+        if not self._is_openai() and isinstance(body.get("messages"), list):
+            body["messages"] = _compatible_messages(body["messages"])
         limit = call.output_limit
         if limit is not None:
             fields = self._limit_fields()
@@ -72,15 +101,44 @@ class OpenAIProvider(HTTPProvider):
             body["stream_options"] = options
         return orjson.dumps(body)
 
+    _no_responses = False
+    _no_compact = False
+
     @property
     def native_responses(self) -> bool:
-        # OpenAI itself serves /responses; many compatible servers (Ollama, older vLLM) do not:
-        # `native_responses: false` on such a deployment makes the gateway translate to chat.
-        return bool(self.deployment.options.get("native_responses", True))
+        # OpenAI itself serves /responses; many compatible servers (Ollama, older vLLM, llama.cpp)
+        # do not: `native_responses: false` says so, and a server that answers /responses with a
+        # bare 404 or a 405 is remembered as such (and its turns translated to chat).
+        return bool(self.deployment.options.get("native_responses", True)) and not self._no_responses
+
+    async def compact(self, call: ResponsesCall) -> dict[str, Any]:
+        if self._no_compact:
+            raise ResponsesUnsupported(self.deployment.id)
+        body = {**call.body, "model": call.upstream_model}
+        resp = await self._post_responses(body, stream=False, path="/responses/compact")
+        data = await self._read_json(resp)
+        if not isinstance(data, dict) or data.get("object") != "response.compaction":
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid compaction.", code="upstream_invalid_response")
+        return data
+
+    async def _post_responses(self, body: dict[str, Any], stream: bool, path: str = "/responses") -> Response:
+        try:
+            return await self.post(path, orjson.dumps(body), map_error, stream=stream)
+        except GatewayError as exc:
+            # OpenAI's own 404s (an unknown model) carry a code; a server without the route does not.
+            if exc.status == 405 or (exc.status == 404 and exc.code is None):
+                # A server may have /responses but not /responses/compact (vLLM): remembered apart.
+                flag = "_no_compact" if path == "/responses/compact" else "_no_responses"
+                if not getattr(self, flag):
+                    setattr(self, flag, True)
+                    log.warning("deployment %s has no %s (HTTP %d): served by translation to chat from now on",
+                                self.deployment.id, path, exc.status)
+                raise ResponsesUnsupported(self.deployment.id) from None
+            raise
 
     async def respond(self, call: ResponsesCall) -> dict[str, Any]:
         body = {**call.body, "model": call.upstream_model, "stream": False}
-        resp = await self.post("/responses", orjson.dumps(body), map_error)
+        resp = await self._post_responses(body, stream=False)
         data = await self._read_json(resp)
         if not isinstance(data, dict) or data.get("object") != "response":
             raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid response.", code="upstream_invalid_response")
@@ -89,7 +147,7 @@ class OpenAIProvider(HTTPProvider):
     async def respond_stream(self, call: ResponsesCall) -> AsyncIterator[list[dict[str, Any]]]:
         dep_id = self.deployment.id
         body = {**call.body, "model": call.upstream_model, "stream": True}
-        resp = await self.post("/responses", orjson.dumps(body), map_error, stream=True)
+        resp = await self._post_responses(body, stream=True)
         async with aclosing(self._event_batches(resp)) as batches:
             async for events in batches:
                 batch, ended = [], False
@@ -187,6 +245,15 @@ def _raise_if_error_event(data: bytes, dep_id: str) -> None:
         )
 
 
+def _compatible_messages(messages: list[Any]) -> list[Any]:
+    """An assistant turn that only calls tools with `content: ""` rather than null: llama-cpp-python's
+    server refuses null (a 500) and its templates fail on a missing key; every server takes ""."""
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" and m.get("content") is None for m in messages):
+        return messages
+    return [{**m, "content": ""} if isinstance(m, dict) and m.get("role") == "assistant" and m.get("content") is None
+            else m for m in messages]
+
+
 def map_error(status: int, raw: bytes, headers: Mapping[str, str], dep_id: str) -> GatewayError:
     """Turn an upstream error response into ours, keeping what helps the client."""
     message, etype, code, param = None, None, None, None
@@ -197,6 +264,7 @@ def map_error(status: int, raw: bytes, headers: Mapping[str, str], dep_id: str) 
     if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         err = obj["error"]
         message, etype, code, param = err.get("message"), err.get("type"), err.get("code"), err.get("param")
+        code = code if isinstance(code, str) else None  # llama-server sends its HTTP status as an integer code
     elif isinstance(obj, dict) and isinstance(obj.get("error"), str):
         message = obj["error"]
     if not message:
@@ -206,6 +274,8 @@ def map_error(status: int, raw: bytes, headers: Mapping[str, str], dep_id: str) 
         if name in headers:
             out_headers[name] = headers[name]
     if status in _CLIENT_STATUSES:
+        if is_overflow(status, str(message), etype, code):
+            code = "context_length_exceeded"  # however this server words it: fallback acts on the code
         return GatewayError(status, str(message), type=str(etype or "invalid_request_error"), param=param, code=code)
     if status in (401, 403):
         # The caller's key is fine; ours was refused. Saying 401 would send them hunting.

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from switchyard.files import sniff_image
 from switchyard.metering.cost import TokenUsage
 from switchyard.wire.errors import GatewayError, invalid_request
+from switchyard.wire.responses_chat import SUMMARY_HEADING, compaction_summary
 
 # Fields of a Responses request that the gateway itself implements: never sent upstream.
 _GATEWAY_FIELDS = frozenset({"previous_response_id", "store", "stream", "cache", "switchyard_cache",
@@ -36,6 +37,10 @@ def native_body(raw: dict[str, Any], conversation: list[dict[str, Any]]) -> dict
     for item in conversation:
         # Reasoning items can only go back with their encrypted content (we do not store upstream).
         if item.get("type") == "reasoning" and not item.get("encrypted_content"):
+            continue
+        if item.get("type") == "compaction" and (summary := compaction_summary(item)) is not None:
+            # Compacted by translation: only we can read it, so the upstream gets the summary itself.
+            items.append({"type": "message", "role": "developer", "content": SUMMARY_HEADING + summary})
             continue
         items.append({k: v for k, v in item.items() if k not in ("id", "status")})
     body["input"] = items

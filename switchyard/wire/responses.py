@@ -1,13 +1,14 @@
 """Responses API request (`POST /v1/responses`): typed view, validation, and stored input items.
 
-The gateway answers every Responses request by translating it to Chat Completions
-(`switchyard.wire.responses_chat`), so validation here also rejects what cannot be translated
-(built-in tools, item references, background runs, conversations) with a 400 naming the param.
-Input items stay plain dicts after validation: they are stored and listed as JSON anyway.
+Every tool and item type OpenAI accepts is accepted (see `responses_tools` for what a chat-only
+deployment makes of them); what switchyard cannot serve at all (item references, background
+runs, conversations, stored prompts) gets a 400 naming the param. Input items stay plain dicts
+after validation: they are stored and listed as JSON anyway.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from msgspec import Meta, Struct
 
 from switchyard.wire.chat import Float01, Float02, _param_of
 from switchyard.wire.errors import GatewayError, invalid_request
+from switchyard.wire.responses_tools import check_tools, tool_names
 
 NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -59,21 +61,18 @@ class TextConfig(Struct):
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class FunctionTool(Struct):
-    type: str
-    name: Annotated[str, Meta(pattern=NAME)]
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
 class ToolChoiceFunction(Struct, tag="function", tag_field="type"):
+    name: str
+    namespace: str | None = None
+
+
+class ToolChoiceCustom(Struct, tag="custom", tag_field="type"):
     name: str
 
 
 class AllowedTool(Struct):
-    type: Literal["function"]
-    name: str
+    type: str
+    name: str | None = None
 
 
 class ToolChoiceAllowed(Struct, tag="allowed_tools", tag_field="type"):
@@ -81,14 +80,21 @@ class ToolChoiceAllowed(Struct, tag="allowed_tools", tag_field="type"):
     tools: Annotated[list[AllowedTool], Meta(min_length=1)]
 
 
-ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction | ToolChoiceAllowed
+class ToolChoiceHosted(Struct):
+    """A hosted tool forced (`{"type": "web_search"}`): OpenAI's to run."""
+
+    type: str
+
+
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction | ToolChoiceCustom | ToolChoiceAllowed | ToolChoiceHosted
+_CHOICE_TAGS = {"function": ToolChoiceFunction, "custom": ToolChoiceCustom, "allowed_tools": ToolChoiceAllowed}
 
 
 class StreamOptions(Struct):
     include_obfuscation: bool | None = None
 
 
-class ResponsesRequest(Struct):
+class ResponsesRequest(Struct, dict=True):
     model: str
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
@@ -97,8 +103,8 @@ class ResponsesRequest(Struct):
     top_p: Float01 | None = None
     reasoning: Reasoning | None = None
     text: TextConfig | None = None
-    tools: list[FunctionTool] | None = None
-    tool_choice: ToolChoice | None = None
+    tools: list[dict[str, Any]] | None = None  # checked by responses_tools.check_tools
+    tool_choice: str | dict[str, Any] | None = None  # see `choice`
     parallel_tool_calls: bool | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=16)] | None = None
     store: bool | None = True
@@ -120,6 +126,11 @@ class ResponsesRequest(Struct):
     @property
     def effort(self) -> str | None:
         return self.reasoning.effort if self.reasoning else None
+
+    @property
+    def choice(self) -> ToolChoice | None:
+        """`tool_choice`, typed (validated by parse_responses_request)."""
+        return _typed_choice(self.tool_choice)
 
     @property
     def wants_logprobs(self) -> bool:
@@ -197,12 +208,42 @@ class ReasoningItem(Struct):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
+class CustomToolCallItem(Struct):
+    type: Literal["custom_tool_call"]
+    call_id: str
+    name: str
+    input: str
+    namespace: str | None = None
+    id: str | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class CustomToolCallOutputItem(Struct):
+    type: Literal["custom_tool_call_output"]
+    call_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    output: str | list[ToolOutputPart]
+    id: str | None = None
+
+
+class CompactionItem(Struct):
+    type: Literal["compaction"]
+    encrypted_content: str
+    id: str | None = None
+    created_by: str | None = None
+
+
 _ITEM_STRUCTS: dict[str, type[Struct]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
     "function_call_output": FunctionCallOutputItem,
     "reasoning": ReasoningItem,
+    "custom_tool_call": CustomToolCallItem,
+    "custom_tool_call_output": CustomToolCallOutputItem,
+    "compaction": CompactionItem,
 }
+# Items of tools OpenAI runs (web_search_call, mcp_call, ...): kept for native upstreams, which
+# know them; a translated conversation leaves them out.
+_OPAQUE_ITEMS = re.compile(r"^[a-z][a-z0-9_]*_(call|call_output|list_tools|approval_request|approval_response)$")
 
 
 # ---------------------------------------------------------------- parsing
@@ -247,22 +288,14 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
 
 
 def _check_unsupported(body: dict[str, Any]) -> None:
-    """Reject features we cannot emulate before type checks, so the error names them plainly."""
-    tools = body.get("tools")
-    if isinstance(tools, list):
-        for i, tool in enumerate(tools):
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind is None and isinstance(tool, dict):
-                raise invalid_request(
-                    f"Missing required parameter: 'tools[{i}].type'.",
-                    param=f"tools[{i}].type",
-                    code="missing_required_parameter",
-                )
-            if isinstance(kind, str) and kind != "function":
-                raise _unsupported(f"The '{kind}' tool", f"tools[{i}].type")
+    """Check tools, and reject what we cannot serve before type checks, so the error names it plainly."""
+    check_tools(body.get("tools"))
     choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") not in (None, "function", "allowed_tools"):
-        raise _unsupported(f"tool_choice of type '{choice.get('type')}'", "tool_choice.type")
+    if choice is not None:
+        try:
+            _typed_choice(choice)
+        except msgspec.ValidationError as exc:
+            raise _convert_error(exc, "tool_choice") from None
     if body.get("background"):
         raise _unsupported("Background mode", "background")
     if body.get("conversation") is not None:
@@ -277,9 +310,19 @@ def _check_unsupported(body: dict[str, Any]) -> None:
         raise _unsupported("The 'prompt' parameter (stored prompt templates)", "prompt")
 
 
+def _typed_choice(choice: Any) -> ToolChoice | None:
+    if choice is None or isinstance(choice, str):
+        return msgspec.convert(choice, Literal["none", "auto", "required"] | None)  # type: ignore[arg-type]
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        raise msgspec.ValidationError("Expected `str` or an object with a `type` - at `$`")
+    return msgspec.convert(choice, _CHOICE_TAGS.get(choice["type"], ToolChoiceHosted))  # type: ignore[no-any-return]
+
+
 def _check_item(item: dict[str, Any], path: str) -> None:
     kind = item.get("type", "message")
     if kind not in _ITEM_STRUCTS:
+        if isinstance(kind, str) and _OPAQUE_ITEMS.match(kind):
+            return
         raise _unsupported(f"Input item type '{kind}'", f"{path}.type")
     try:
         typed = msgspec.convert(item, _ITEM_STRUCTS[kind])
@@ -289,7 +332,7 @@ def _check_item(item: dict[str, Any], path: str) -> None:
         output_role = typed.role == "assistant"
         for j, part in enumerate(typed.content):
             _check_part(part, f"{path}.content[{j}]", output_role=output_role, role=typed.role)
-    elif isinstance(typed, FunctionCallOutputItem) and isinstance(typed.output, list):
+    elif isinstance(typed, (FunctionCallOutputItem, CustomToolCallOutputItem)) and isinstance(typed.output, list):
         for j, part in enumerate(typed.output):
             _check_part(part, f"{path}.output[{j}]", output_role=False, role="tool")
 
@@ -324,9 +367,9 @@ def _check_part(part: ContentPart, path: str, *, output_role: bool, role: str) -
 def _check_semantics(req: ResponsesRequest) -> None:
     if req.input is None and req.previous_response_id is None:
         raise invalid_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
-    names = [t.name for t in req.tools or ()]
-    choice = req.tool_choice
-    if isinstance(choice, ToolChoiceFunction) and choice.name not in names:
+    names = tool_names(req.tools)
+    choice = req.choice
+    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)) and choice.name not in names:
         raise invalid_request(
             f"Invalid value for 'tool_choice': no function named '{choice.name}' in 'tools'.",
             param="tool_choice.name",
@@ -334,13 +377,13 @@ def _check_semantics(req: ResponsesRequest) -> None:
         )
     if isinstance(choice, ToolChoiceAllowed):
         for i, tool in enumerate(choice.tools):
-            if tool.name not in names:
+            if tool.type in ("function", "custom") and tool.name not in names:
                 raise invalid_request(
                     f"Invalid value for 'tool_choice': no function named '{tool.name}' in 'tools'.",
                     param=f"tool_choice.tools[{i}].name",
                     code="invalid_value",
                 )
-    if choice == "required" and not names:
+    if choice == "required" and not req.tools:
         raise invalid_request(
             "Invalid value for 'tool_choice': 'required' needs at least one tool in 'tools'.",
             param="tool_choice",
@@ -379,7 +422,9 @@ def normalize_item(item: dict[str, Any]) -> dict[str, Any]:
     out["type"] = kind
     out.setdefault("id", None)
     if out["id"] is None:
-        out["id"] = new_id({"function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}.get(kind, "item"))
+        prefixes = {"function_call": "fc", "function_call_output": "fco", "reasoning": "rs", "custom_tool_call": "ctc",
+                    "custom_tool_call_output": "ctco", "compaction": "cmp"}
+        out["id"] = new_id(prefixes.get(kind, "item"))
     if kind in ("function_call", "function_call_output") and not out.get("status"):
         out["status"] = "completed"
     if kind == "reasoning":

@@ -8,18 +8,28 @@ official SDK's `Response` and `ResponseStreamEvent` types.
 
 from __future__ import annotations
 
+import base64
 import copy
 import time
 from typing import Any
+
+import orjson
 
 from switchyard.wire.responses import (
     ResponsesRequest,
     TextFormatJSONObject,
     TextFormatJSONSchema,
     ToolChoiceAllowed,
+    ToolChoiceCustom,
     ToolChoiceFunction,
+    ToolChoiceHosted,
     new_id,
 )
+from switchyard.wire.responses_tools import ToolMap, tool_map
+
+# What a compaction made by translation (`compaction_item`) carries: the summary, readable by us.
+COMPACTION_PREFIX = "sy-compaction-v1:"
+SUMMARY_HEADING = "Summary of the conversation so far:\n"  # how the model is shown that summary
 
 FILE_URL_SCHEME = "sy-file://"
 
@@ -73,15 +83,19 @@ def chat_body(req: ResponsesRequest, raw: dict[str, Any], items: list[dict[str, 
         # {"type": "text"} is the default: not sent, as some upstreams reject it.
         if req.text.verbosity is not None:
             body["verbosity"] = req.text.verbosity
-    tools = [_chat_tool(t) for t in req.tools or ()]
-    choice = req.tool_choice
-    if isinstance(choice, ToolChoiceFunction):
-        body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+    tmap = tool_map(req.tools)
+    tools = list(tmap.chat_tools)
+    choice = req.choice
+    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
+        namespace = choice.namespace if isinstance(choice, ToolChoiceFunction) else None
+        body["tool_choice"] = {"type": "function", "function": {"name": _chat_name_of(tmap, choice.name, namespace)}}
     elif isinstance(choice, ToolChoiceAllowed):
         # Chat's own allowed_tools is not understood by every provider: narrow the list instead.
-        allowed = {t.name for t in choice.tools}
+        allowed = {_chat_name_of(tmap, t.name, None) for t in choice.tools if t.name}
         tools = [t for t in tools if t["function"]["name"] in allowed]
         body["tool_choice"] = choice.mode
+    elif isinstance(choice, ToolChoiceHosted):
+        pass  # a hosted tool forced: not here, so the model chooses
     elif choice is not None:
         body["tool_choice"] = choice
     if tools:
@@ -98,30 +112,36 @@ def chat_body(req: ResponsesRequest, raw: dict[str, Any], items: list[dict[str, 
     return body
 
 
-def _chat_tool(tool: Any) -> dict[str, Any]:
-    fn: dict[str, Any] = {"name": tool.name}
-    for key in ("description", "parameters", "strict"):
-        value = getattr(tool, key)
-        if value is not None:
-            fn[key] = value
-    return {"type": "function", "function": fn}
+def _chat_name_of(tmap: ToolMap, name: str, namespace: str | None) -> str:
+    """The chat name of the tool a Responses request names (a namespaced one found by its own name)."""
+    if namespace:
+        return tmap.chat_name(name, namespace)
+    for chat_name, target in tmap.by_chat_name.items():
+        if target.name == name:
+            return chat_name
+    return name
+
+
+def dropped_tools(req: ResponsesRequest) -> list[str]:
+    """Hosted tools a translated (chat) deployment leaves out."""
+    return tool_map(req.tools).dropped
 
 
 def _messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
+    tmap = ToolMap()
     open_calls = False  # the last message is an assistant message still collecting function calls
     for item in items:
         kind = item.get("type", "message")
         if kind == "reasoning":
             continue  # no chat equivalent; does not break a run of function calls either
-        if kind == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item.get("arguments") or ""},
-            }
+        if kind in ("function_call", "custom_tool_call"):
+            name = tmap.chat_name(item["name"], item.get("namespace"))
+            arguments = (item.get("arguments") or "") if kind == "function_call" else \
+                orjson.dumps({"input": item.get("input") or ""}).decode()
+            call = {"id": item["call_id"], "type": "function", "function": {"name": name, "arguments": arguments}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and (open_calls or not last.get("tool_calls")):
                 last.setdefault("tool_calls", []).append(call)
@@ -130,12 +150,34 @@ def _messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dic
             open_calls = True
             continue
         open_calls = False
-        if kind == "function_call_output":
+        if kind in ("function_call_output", "custom_tool_call_output"):
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _tool_output(item["output"])})
         elif kind == "message":
             messages.append(_chat_message(item))
-        # other item kinds (never produced by this gateway) have no chat equivalent
+        elif kind == "compaction":
+            summary = compaction_summary(item)
+            if summary is not None:
+                messages.append({"role": "system", "content": SUMMARY_HEADING + summary})
+        # hosted tools' items (web_search_call, ...) have no chat equivalent
     return messages
+
+
+def compaction_item(summary: str) -> dict[str, Any]:
+    """The compaction item of a conversation compacted by translation: the summary itself, marked
+    as ours (only OpenAI can read OpenAI's encrypted ones)."""
+    encoded = base64.b64encode(summary.encode()).decode()
+    return {"id": new_id("cmp"), "type": "compaction", "encrypted_content": COMPACTION_PREFIX + encoded}
+
+
+def compaction_summary(item: dict[str, Any]) -> str | None:
+    """The summary in a compaction item switchyard made; None for OpenAI's own."""
+    content = item.get("encrypted_content")
+    if not isinstance(content, str) or not content.startswith(COMPACTION_PREFIX):
+        return None
+    try:
+        return base64.b64decode(content[len(COMPACTION_PREFIX):]).decode()
+    except ValueError:
+        return None
 
 
 def _tool_output(output: Any) -> str:
@@ -192,12 +234,17 @@ def _text_format(req: ResponsesRequest) -> dict[str, Any]:
 
 
 def _tool_choice(req: ResponsesRequest) -> Any:
-    choice = req.tool_choice
-    if isinstance(choice, ToolChoiceFunction):
-        return {"type": "function", "name": choice.name}
-    if isinstance(choice, ToolChoiceAllowed):
-        return {"type": "allowed_tools", "mode": choice.mode, "tools": [{"type": "function", "name": t.name} for t in choice.tools]}
-    return choice if choice is not None else "auto"
+    return req.tool_choice if req.tool_choice is not None else "auto"
+
+
+def _echoed_tools(req: ResponsesRequest) -> list[dict[str, Any]]:
+    """The request's tools as a Response echoes them (function tools with their defaults)."""
+    out = []
+    for tool in req.tools or ():
+        if tool.get("type") == "function":
+            tool = {"description": None, "parameters": None, "strict": None, **tool}
+        out.append(tool)
+    return out
 
 
 def _service_tier(tier: str | None) -> str:
@@ -247,10 +294,7 @@ def base_response(
             "verbosity": (req.text.verbosity if req.text else None) or "medium",
         },
         "tool_choice": _tool_choice(req),
-        "tools": [
-            {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters, "strict": t.strict}
-            for t in req.tools or ()
-        ],
+        "tools": _echoed_tools(req),
         "top_logprobs": req.top_logprobs if req.top_logprobs is not None else 0,
         "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": req.truncation or "disabled",
@@ -306,18 +350,12 @@ def response_from_chat(
         parts.append({"type": "refusal", "refusal": refusal})
     if parts:
         output.append({"id": new_id("msg"), "type": "message", "role": "assistant", "status": "completed", "content": parts})
+    tmap = tool_map(req.tools)
     for call in tool_calls:
         fn = call.get("function") or {}
-        output.append(
-            {
-                "id": new_id("fc"),
-                "type": "function_call",
-                "call_id": call.get("id") or new_id("call"),
-                "name": fn.get("name") or "",
-                "arguments": fn.get("arguments") or "",
-                "status": "completed",
-            }
-        )
+        name = fn.get("name") or ""
+        item_id = new_id("ctc" if tmap.by_chat_name.get(name, None) and tmap.by_chat_name[name].custom else "fc")
+        output.append(tmap.call_item(call.get("id") or new_id("call"), name, fn.get("arguments") or "", item_id, "completed"))
     _finish(resp, finish_reason)
     if resp["status"] == "incomplete" and output:
         output[-1]["status"] = "incomplete"
@@ -414,22 +452,32 @@ class _Message:
 
 
 class _Call:
-    """An open function_call item."""
+    """An open tool call item: a function_call, or a custom_tool_call (whose input is told whole
+    when it closes: the chat call's JSON arguments only give it up at the end)."""
 
-    __slots__ = ("id", "index", "call_id", "name", "arguments")
+    __slots__ = ("id", "index", "call_id", "name", "arguments", "_tmap")
 
-    def __init__(self, index: int, call_id: str, name: str) -> None:
-        self.id = new_id("fc")
+    def __init__(self, index: int, call_id: str, name: str, tmap: ToolMap) -> None:
+        self._tmap = tmap
+        self.name = name  # the chat name
+        self.id = new_id("ctc" if self.custom else "fc")
         self.index = index
         self.call_id = call_id
-        self.name = name
         self.arguments: list[str] = []
 
+    @property
+    def custom(self) -> bool:
+        target = self._tmap.by_chat_name.get(self.name)
+        return target is not None and target.custom
+
+    @property
+    def public_name(self) -> str:
+        target = self._tmap.by_chat_name.get(self.name)
+        return target.name if target is not None else self.name
+
     def item(self, status: str) -> dict[str, Any]:
-        return {
-            "id": self.id, "type": "function_call", "call_id": self.call_id, "name": self.name,
-            "arguments": "".join(self.arguments), "status": status,
-        }  # fmt: skip
+        arguments = "".join(self.arguments) if status != "in_progress" or not self.custom else ""
+        return self._tmap.call_item(self.call_id, self.name, arguments, self.id, status)
 
 
 class ResponseEvents:
@@ -457,6 +505,7 @@ class ResponseEvents:
         self._output: list[dict[str, Any]] = []  # closed items
         self._open: _Message | _Call | None = None
         self._calls: dict[int, _Call] = {}  # chat tool_call index → its item
+        self._tmap = tool_map(req.tools)
         self._finish_reason: str | None = None
         self._service_tier: str | None = None
 
@@ -501,11 +550,16 @@ class ResponseEvents:
         events: list[dict[str, Any]] = []
         if isinstance(item, _Message):
             events += self._close_part(item)
+        elif item.custom:
+            done_item = item.item(status)
+            common = {"item_id": item.id, "output_index": item.index}
+            events.append(self._event("response.custom_tool_call_input.delta", **common, delta=done_item["input"]))
+            events.append(self._event("response.custom_tool_call_input.done", **common, input=done_item["input"]))
         else:
             events.append(
                 self._event(
                     "response.function_call_arguments.done",
-                    item_id=item.id, output_index=item.index, name=item.name, arguments="".join(item.arguments),
+                    item_id=item.id, output_index=item.index, name=item.public_name, arguments="".join(item.arguments),
                 )  # fmt: skip
             )
         done = item.item(status)
@@ -589,7 +643,7 @@ class ResponseEvents:
         item = self._calls.get(index)
         if item is None:
             events += self._close("completed")
-            item = _Call(len(self._output), call.get("id") or new_id("call"), fn.get("name") or "")
+            item = _Call(len(self._output), call.get("id") or new_id("call"), fn.get("name") or "", self._tmap)
             self._calls[index] = item
             self._open = item
             events.append(self._event("response.output_item.added", output_index=item.index, item=item.item("in_progress")))
@@ -599,15 +653,16 @@ class ResponseEvents:
         if args:
             if item is self._open:
                 item.arguments.append(args)
-                events.append(
-                    self._event("response.function_call_arguments.delta", item_id=item.id, output_index=item.index, delta=args)
-                )
+                if not item.custom:
+                    events.append(self._event("response.function_call_arguments.delta", item_id=item.id,
+                                              output_index=item.index, delta=args))
             else:
                 # A fragment for an item already closed (upstream interleaved calls): fix the
                 # final object; its events are already out.
-                for done in self._output:
+                item.arguments.append(args)
+                for i, done in enumerate(self._output):
                     if done["id"] == item.id:
-                        done["arguments"] += args
+                        self._output[i] = item.item(done["status"])
         return events
 
     def complete(self, usage: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -18,7 +18,7 @@ import pytest
 from switchyard.catalog import load_catalog
 from tests.conftest import Gateway, start_gateway
 from tests.standins.anthropic_upstream import (
-    ANSWER, CACHE_USAGE, JSON_ANSWER, TEXT, TOOL_INPUT, TOOL_PREFACE, USAGE, AnthropicStandIn,
+    ANSWER, CACHE_USAGE, JSON_ANSWER, TEXT, TOOL_INPUT, TOOL_PREFACE, USAGE, AnthropicStandIn, request_tokens,
 )
 
 CATALOG_ID = "claude-sonnet-4-5"
@@ -30,7 +30,8 @@ WEATHER_SCHEMA = {"type": "object", "properties": {"location": {"type": "string"
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                                                  "parameters": WEATHER_SCHEMA}}
 BEHAVIOURS = ["tools", "cache", "thinking", "json", "stop-max_tokens", "stop-stop_sequence", "stop-refusal",
-              "400", "401", "404", "413", "429", "500", "503", "529", "stream-error", "no-stop"]
+              "400", "401", "404", "413", "429", "500", "503", "529", "stream-error", "no-stop",
+              "not-json", "small", "counted", "zero-usage"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, anthropic: AnthropicStandIn) ->
 
     models = {"claude": dep("claude-ok")} | {f"claude-{b}": dep(f"claude-{b}") for b in BEHAVIOURS}
     models["claude-budgets"] = dep("claude-ok", thinking_budgets={"medium": 2048, "high": 3000})
+    # A small-window deployment first, a larger one behind it: an overflow moves to the second.
+    models["claude-growing"] = {"deployments": [dep("claude-small", priority=0)["deployments"][0],
+                                                dep("claude-ok", priority=1)["deployments"][0]]}
     gateway = start_gateway(tmp_path_factory.mktemp("anthropic-gateway"), config={"models": models},
                             env={"ANTHROPIC_TEST_KEY": "sk-ant-secret"})
     yield gateway
@@ -200,12 +204,55 @@ def test_image_url_becomes_url_source(client: openai.OpenAI, anthropic: Anthropi
 
 
 def test_json_object_adds_an_instruction(client: openai.OpenAI, anthropic: AnthropicStandIn) -> None:
-    client.chat.completions.create(model="claude", messages=[{"role": "system", "content": "Be brief."}, *HELLO],
-                                   response_format={"type": "json_object"})
+    reply = client.chat.completions.create(model="claude", messages=[{"role": "system", "content": "Be brief."}, *HELLO],
+                                           response_format={"type": "json_object"})
     body = sent(anthropic)
     assert body["system"].startswith("Be brief.\n\n")
     assert "JSON object" in body["system"]
     assert "tools" not in body
+    # The model fenced its JSON in Markdown; the client gets it bare, ready for json.loads.
+    assert json.loads(reply.choices[0].message.content) == JSON_ANSWER
+
+
+def test_json_object_streams_bare_json(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="claude", messages=HELLO, stream=True,
+                                                 response_format={"type": "json_object"}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text) == JSON_ANSWER
+
+
+def test_json_mode_answered_in_prose_is_a_clear_error(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.chat.completions.create(model="claude-not-json", messages=HELLO, response_format={"type": "json_object"})
+    assert failed.value.status_code == 502 and failed.value.code == "upstream_invalid_json"
+
+
+def test_anthropics_prompt_too_long_falls_back_to_a_larger_deployment(gw: Gateway, client: openai.OpenAI) -> None:
+    long_prompt = [{"role": "user", "content": "lorem ipsum " * 100}]
+    with pytest.raises(openai.BadRequestError) as refused:  # the small deployment alone: Anthropic's wording
+        client.chat.completions.create(model="claude-small", messages=long_prompt)
+    assert refused.value.code == "context_length_exceeded" and "prompt is too long" in refused.value.message
+    raw = client.chat.completions.with_raw_response.create(model="claude-growing", messages=long_prompt)
+    assert raw.headers["x-switchyard-deployment"] == "claude-growing#1"
+    assert raw.headers["x-switchyard-attempts"] == "2"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_missing_usage_is_counted_by_anthropics_own_count(
+    client: openai.OpenAI, anthropic: AnthropicStandIn, gw: Gateway, stream: bool,
+) -> None:
+    before = len(anthropic.counts)
+    if stream:
+        chunks = list(client.chat.completions.create(model="claude-zero-usage", messages=HELLO, stream=True,
+                                                     stream_options={"include_usage": True}))
+        usage = chunks[-1].usage
+    else:
+        usage = client.chat.completions.create(model="claude-zero-usage", messages=HELLO).usage
+    sent_body = sent(anthropic)
+    assert usage.prompt_tokens == request_tokens(sent_body)  # as Anthropic counts it, not an OpenAI encoding
+    assert usage.completion_tokens >= 1
+    assert len(anthropic.counts) > before
+    assert all("max_tokens" not in body for body in anthropic.counts)
 
 
 def test_json_schema_is_a_forced_tool_answered_as_content(client: openai.OpenAI, anthropic: AnthropicStandIn) -> None:

@@ -144,17 +144,21 @@ def test_text_only_is_exact_and_costs_nothing(upstream_gateway: Gateway) -> None
     assert result["max_output_tokens"] == 300
     cost = result["cost"]
     assert cost["min_nanos"] == tokens * INPUT_NANOS_PER_TOKEN
-    assert cost["max_nanos"] == tokens * INPUT_NANOS_PER_TOKEN + 300 * OUTPUT_NANOS_PER_TOKEN
-    # By hand, in dollars: tokens x $1.75 / 1M, plus 300 x $14 / 1M.
+    # This upstream counts no tokens itself, so the most is the byte bound admission holds for:
+    # UTF-8 bytes + OpenAI framing (3 per message + 3) + gpt-5.2's prompt_overhead (16).
+    bound = sum(len(m["content"].encode()) for m in body["messages"]) + 3 * 2 + 3 + 16
+    assert result["exact"] is False and result["input_tokens_max"] == bound > tokens
+    assert cost["max_nanos"] == bound * INPUT_NANOS_PER_TOKEN + 300 * OUTPUT_NANOS_PER_TOKEN
+    # By hand, in dollars: tokens x $1.75 / 1M at least; bound x $1.75 / 1M plus 300 x $14 / 1M at most.
     assert Decimal(cost["min_usd"]) == Decimal(tokens) * Decimal("1.75") / 1_000_000
-    assert Decimal(cost["max_usd"]) == Decimal(cost["min_usd"]) + Decimal(300) * 14 / 1_000_000
+    assert Decimal(cost["max_usd"]) == (Decimal(bound) * Decimal("1.75") + Decimal(300) * 14) / 1_000_000
     assert isinstance(cost["min_usd"], str) and isinstance(cost["max_usd"], str)
     assert own_usage(upstream_gateway) == before  # nothing billed
 
     # An alias resolves like the gateway; no cap means the model's own 128K.
     no_cap = estimate_ok(upstream_gateway, {**body, "model": "fast", "max_completion_tokens": None})
     assert no_cap["model"] == "gpt-5.2" and no_cap["max_output_tokens"] == 128_000
-    assert no_cap["cost"]["max_nanos"] == tokens * INPUT_NANOS_PER_TOKEN + 128_000 * OUTPUT_NANOS_PER_TOKEN
+    assert no_cap["cost"]["max_nanos"] == bound * INPUT_NANOS_PER_TOKEN + 128_000 * OUTPUT_NANOS_PER_TOKEN
     # Service tiers the catalog prices: flex at half, priority at double.
     flex = estimate_ok(upstream_gateway, {**body, "service_tier": "flex"})["cost"]
     priority = estimate_ok(upstream_gateway, {**body, "service_tier": "priority"})["cost"]

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import Gateway, start_gateway
-from tests.standins.gemini_upstream import ANSWER, TIME_ARGS, WEATHER_ARGS, StandInGemini
+from tests.standins.gemini_upstream import ANSWER, TIME_ARGS, WEATHER_ARGS, StandInGemini, count_tokens
 
 HELLO = [{"role": "user", "content": "Hello"}]
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
@@ -24,7 +24,7 @@ TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": 
 # gemini-2.5-flash in the catalog: $0.30 input, $0.03 cached input, $2.50 output per 1M tokens.
 PRICE_IN, PRICE_CACHED, PRICE_OUT = Decimal("0.30"), Decimal("0.03"), Decimal("2.50")
 BEHAVIOURS = ["ok", "tools", "cached", "thinking", "length", "safety", "blocked", "two", "error-event",
-              "no-finish", "badkey", "400", "403", "404", "429", "500", "503"]
+              "no-finish", "badkey", "400", "403", "404", "429", "500", "503", "small", "zero-usage"]
 
 
 def expected_cost(prompt: int, cached: int, completion: int) -> Decimal:
@@ -47,6 +47,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, gemini: StandInGemini) -> Itera
     models = {f"gemini-{b}": dep(f"gemini-{b}") for b in BEHAVIOURS}
     models["gemini-2.5-flash"] = dep("gemini-ok")
     models["custom-budgets"] = dep("gemini-ok", thinking_budgets={"low": 2048})
+    models["gemini-growing"] = {"deployments": [dep("gemini-small", priority=0)["deployments"][0],
+                                                dep("gemini-ok", priority=1)["deployments"][0]]}
     models["levels"] = dep("gemini-ok", catalog="gemini-3-flash-preview", thinking_style="level")
     models["bad-secret"] = {"deployments": [{"provider": "gemini", "base_url": gemini.base_url, "api_key_env": "NOT_SET_ANYWHERE",
                                              "model": "gemini-ok", "catalog": "gemini-2.5-flash"}]}
@@ -207,6 +209,25 @@ def test_tool_calls_answer(gw: Gateway) -> None:
 
 # A prompt that can hold the 2,000 tokens the stand-ins report (no bill counts more than its bound).
 LONG_PROMPT = [{"role": "user", "content": "Summarise this. " + "lorem ipsum " * 200}]
+
+
+def test_geminis_token_count_overflow_falls_back_to_a_larger_deployment(gw: Gateway) -> None:
+    long_prompt = [{"role": "user", "content": "lorem ipsum " * 100}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        gw.client().chat.completions.create(model="gemini-small", messages=long_prompt)
+    assert refused.value.code == "context_length_exceeded"
+    raw = gw.client().chat.completions.with_raw_response.create(model="gemini-growing", messages=long_prompt)
+    assert (raw.headers["x-switchyard-deployment"], raw.headers["x-switchyard-attempts"]) == ("gemini-growing#1", "2")
+
+
+def test_zero_usage_for_an_answer_is_counted_by_geminis_own_count(gw: Gateway, gemini: StandInGemini) -> None:
+    chunks = list(gw.client().chat.completions.create(model="gemini-zero-usage", messages=HELLO, stream=True,
+                                                      stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens == count_tokens(gemini.last().body) > 0  # as Gemini counts, not zero
+    answer = {"contents": [{"role": "model", "parts": [{"text": "".join(ANSWER)}]}]}
+    assert usage.completion_tokens == count_tokens(answer)  # the answer, counted by Gemini too
+    assert usage.model_extra["cost"] > 0
 
 
 def test_cached_tokens_priced_at_the_cached_rate(gw: Gateway) -> None:

@@ -9,7 +9,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.conftest import MASTER_KEY, Admin, Gateway
+from tests.codex_turn import codex_turn, user
+from tests.conftest import MASTER_KEY, USER_KEY, Admin, Gateway
 
 MODEL = "smollm2-135m-instruct"
 
@@ -145,7 +146,9 @@ def test_bad_requests_name_their_parameter(local_gateway: Gateway) -> None:
         ({"model": MODEL}, "input"),
         ({"model": MODEL, "input": "x", "temperature": 5}, "temperature"),
         ({"model": MODEL, "input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format.name"),
-        ({"model": MODEL, "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"model": MODEL, "input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
+        ({"model": MODEL, "input": "x", "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "mcp"}]}]},
+         "tools[0].tools[0].type"),
         ({"model": MODEL, "input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
         ({"model": "no-such-model", "input": "x"}, "model"),
     ]
@@ -159,3 +162,41 @@ def test_bad_requests_name_their_parameter(local_gateway: Gateway) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model=MODEL, input="x", reasoning={"effort": "high"})
     assert err.value.body["param"] == "reasoning.effort"
+
+
+def _codex(gw: Gateway, body: dict) -> tuple[httpx.Response, list[dict]]:
+    events = []
+    with httpx.Client(base_url=gw.root, headers={"Authorization": f"Bearer {USER_KEY}"}, timeout=120) as http:
+        with http.stream("POST", "/v1/responses", json=body) as resp:
+            assert resp.status_code == 200, resp.read().decode()
+            events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+    return resp, events
+
+
+def test_a_codex_turn_with_a_function_call_round_trip(local_gateway: Gateway) -> None:
+    """Codex's whole tool list on the local model: the hosted tool left out, the rest callable."""
+    first = [user("Run ls in the current directory.")]
+    resp, events = _codex(local_gateway, codex_turn(MODEL, first, tool_choice={"type": "function", "name": "shell"},
+                                                    max_output_tokens=64, temperature=0))
+    assert resp.headers["x-switchyard-dropped-tools"] == "web_search"
+    assert events[-1]["type"] in ("response.completed", "response.incomplete")
+    call = next(i for i in events[-1]["response"]["output"] if i["type"] == "function_call")
+    assert call["name"] == "shell"
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta")
+    assert deltas == call["arguments"] and isinstance(json.loads(call["arguments"])["command"], list)
+
+    history = [*first, call, {"type": "function_call_output", "call_id": call["call_id"], "output": "README.md\nsrc\n"}]
+    _, events = _codex(local_gateway, codex_turn(MODEL, history, tool_choice="none", max_output_tokens=32, temperature=0))
+    final = events[-1]["response"]
+    assert final["status"] in ("completed", "incomplete") and final["output"][-1]["type"] == "message"
+    assert final["usage"]["input_tokens"] > 0 and final["output"][-1]["content"][0]["text"]
+
+
+def test_a_codex_custom_tool_call_comes_back_as_free_text(local_gateway: Gateway) -> None:
+    _, events = _codex(local_gateway, codex_turn(MODEL, [user("Create hello.txt containing hi.")],
+                                                 tool_choice={"type": "custom", "name": "apply_patch"},
+                                                 max_output_tokens=64, temperature=0))
+    call = next(i for i in events[-1]["response"]["output"] if i["type"] == "custom_tool_call")
+    assert call["name"] == "apply_patch" and isinstance(call["input"], str)
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta")
+    assert deltas == call["input"]

@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from tests.codex_turn import CODEX_TOOLS, codex_turn, user
 from tests.conftest import MASTER_KEY, USER_KEY, Admin, Gateway, start_gateway, upstream_config
 from tests.standins.openai_upstream import ANSWER, StandInUpstream
 
@@ -39,6 +40,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: StandInUpstream) -> I
         "translated": _dep(upstream, "ok", native=False),
         "tools-native": _dep(upstream, "tools"),
         "tools-translated": _dep(upstream, "tools", native=False),
+        "tools-last-translated": _dep(upstream, "tools-last", native=False),
         "gpt-5.2-pro": _dep(upstream, "ok", catalog="gpt-5.2-pro"),
     })
     gateway = start_gateway(tmp_path_factory.mktemp("responses-upstream"), config=config,
@@ -264,3 +266,106 @@ def test_input_image_file_of_another_organisation_is_not_found(gw: Gateway) -> N
     with pytest.raises(openai.NotFoundError):
         other.responses.create(model="gpt-5.2", input=[{"role": "user", "content": [
             {"type": "input_image", "file_id": uploaded.id, "detail": "auto"}]}])
+
+
+# ---- coding agents: Codex's turns --------------------------------------------------------
+
+
+def _codex_stream(gw: Gateway, body: dict[str, Any]) -> tuple[httpx.Response, list[dict[str, Any]]]:
+    """A turn sent as Codex sends it (raw HTTP, SSE back); the response and its events."""
+    events = []
+    with httpx.Client(base_url=gw.root, headers={"Authorization": f"Bearer {USER_KEY}"}, timeout=30) as http:
+        with http.stream("POST", "/v1/responses", json=body) as resp:
+            assert resp.status_code == 200, resp.read().decode()
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+    return resp, events
+
+
+def test_a_codex_turn_reaches_a_native_deployment_untouched(gw: Gateway, upstream: StandInUpstream, openapi: Any) -> None:
+    body = codex_turn("tools-native", [user("List the files here.")], reasoning={"effort": "medium", "summary": "auto"})
+    resp, events = _codex_stream(gw, body)
+    for event in events:
+        openapi(event, "ResponseStreamEvent")
+    assert "x-switchyard-dropped-tools" not in resp.headers
+    sent = upstream.last().body
+    assert sent["tools"] == CODEX_TOOLS  # namespace, custom and hosted tools as the client sent them
+    assert sent["include"] == ["reasoning.encrypted_content"] and sent["store"] is False
+    assert sent["prompt_cache_key"] == body["prompt_cache_key"] and sent["client_metadata"] == body["client_metadata"]
+    done = events[-1]
+    assert done["type"] == "response.completed"
+    call = next(item for item in done["response"]["output"] if item["type"] == "function_call")
+    assert call["name"] == "shell"
+
+    # Codex keeps the state itself (store: false): the next turn carries the whole history.
+    history = [user("List the files here."), call,
+               {"type": "function_call_output", "call_id": call["call_id"], "output": "README.md\nsrc"}]
+    _, events = _codex_stream(gw, codex_turn("gpt-5.2", history))
+    assert events[-1]["type"] == "response.completed"
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == 'echo: tool output README.md\nsrc'
+    sent = upstream.last().body
+    assert [i["type"] for i in sent["input"]] == ["message", "function_call", "function_call_output"]
+
+
+def test_a_codex_turn_is_translated_for_a_chat_deployment(gw: Gateway, upstream: StandInUpstream, openapi: Any) -> None:
+    resp, events = _codex_stream(gw, codex_turn("tools-last-translated", [user("Find the docs on routing.")]))
+    for event in events:
+        openapi(event, "ResponseStreamEvent")
+    assert resp.headers["x-switchyard-dropped-tools"] == "web_search"  # a hosted tool a chat model cannot run
+    assert "cannot run hosted tools web_search" in gw.logs()
+    sent = upstream.last().body
+    names = [t["function"]["name"] for t in sent["tools"]]
+    assert names == ["shell", "apply_patch", "mcp__docs__search"]  # the namespace unpacked, web_search left out
+    assert sent["tools"][1]["function"]["parameters"]["properties"] == {"input": {"type": "string"}}
+    # The chat model called the namespaced function: the client sees it by its own name and namespace.
+    call = next(i for i in events[-1]["response"]["output"] if i["type"] == "function_call")
+    assert (call["name"], call.get("namespace"), json.loads(call["arguments"])) == ("search", "mcp__docs", {"query": "Paris"})
+    added = next(e for e in events if e["type"] == "response.output_item.added" and e["item"]["type"] == "function_call")
+    assert added["item"]["name"] == "search"
+
+    history = [user("Find the docs on routing."), call,
+               {"type": "function_call_output", "call_id": call["call_id"], "output": "docs/routing.md"}]
+    _, events = _codex_stream(gw, codex_turn("translated", history))
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "".join(ANSWER)
+    sent = upstream.last().body["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "mcp__docs__search"
+    assert sent[-1] == {"role": "tool", "tool_call_id": call["call_id"], "content": "docs/routing.md"}
+
+
+def test_compaction_natively_and_by_translation(gw: Gateway, upstream: StandInUpstream, openapi: Any) -> None:
+    client = gw.client()
+    history = [{"role": "user", "content": "Create a landing page for a dog cafe."},
+               {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Here it is: ..."}]}]
+    native = client.responses.with_raw_response.compact(model="gpt-5.2", input=history)
+    openapi(native.http_response.json(), "CompactResource")
+    compacted = native.parse()
+    assert upstream.last().path == "/v1/responses/compact" and upstream.last().body["model"] == "ok"
+    assert compacted.id.startswith("resp_") and compacted.output[-1].type == "compaction"
+    assert native.headers["x-switchyard-cost-usd"] == NATIVE_COST  # the upstream's usage, billed
+    # OpenAI's own compaction goes back to OpenAI as it came.
+    client.responses.create(model="gpt-5.2", input=[*[i.model_dump(exclude_none=True, warnings=False)
+                                                      for i in compacted.output], user("Add a menu.")])
+    assert upstream.last().body["input"][-2]["encrypted_content"] == compacted.output[-1].encrypted_content
+
+    translated = client.responses.with_raw_response.compact(model="translated", input=history)
+    openapi(translated.http_response.json(), "CompactResource")
+    ours = translated.parse()
+    assert upstream.last().path == "/v1/chat/completions"
+    assert ours.output[-1].encrypted_content.startswith("sy-compaction-v1:")
+    assert ours.usage.input_tokens == 12 and ours.usage.output_tokens == 5  # the chat upstream's usage
+    # Ours goes to a native deployment as the summary itself: OpenAI could not read it.
+    client.responses.create(model="gpt-5.2", input=[*[i.model_dump(exclude_none=True, warnings=False)
+                                                      for i in ours.output], user("Add a menu.")])
+    sent = upstream.last().body["input"]
+    assert sent[-2] == {"type": "message", "role": "developer",
+                        "content": "Summary of the conversation so far:\n" + "".join(ANSWER)}
+
+
+def test_compaction_refuses_what_it_cannot_read(gw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        gw.client().responses.compact(model="gpt-5.2", input=[{"role": "robot", "content": "x"}])
+    assert refused.value.param and refused.value.param.startswith("input")
+    with pytest.raises(openai.NotFoundError):
+        gw.client().responses.compact(model="no-such-model", input="hi")

@@ -17,12 +17,19 @@ Behaviour is chosen by the upstream model id (configure deployments with `model:
   claude-<status>        an Anthropic error body with that HTTP status (429 adds retry-after: 7)
   claude-stream-error    streams one text delta, then an `error` event (overloaded_error)
   claude-no-stop         streams the answer but closes without message_stop
+  claude-not-json        ignores a JSON-mode instruction and answers prose
+  claude-small           a 100-token context: longer prompts get Anthropic's "prompt is too long" 400
+  claude-counted         usage as `count_tokens` counts the request (input) and the answer (output)
+  claude-zero-usage      streams usage of zero tokens (as some Anthropic-speaking proxies do)
+Asked for JSON (a system prompt that mentions "JSON object"), the text answers come fenced in
+Markdown, as Claude likes to write them. `POST /v1/messages/count_tokens` counts with
+`pseudo_tokens` (a third of the UTF-8 bytes, at least one per part).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -56,12 +63,24 @@ class Received:
 
 @dataclass
 class AnthropicStandIn(ThreadedStandIn):
+    counts: list[dict[str, Any]] = field(default_factory=list)  # count_tokens bodies (not in `received`)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.counts.append(body)
+        if not request.headers.get("x-api-key"):
+            return error_response(401, "x-api-key header is required")
+        if not body.get("messages") or "max_tokens" in body:
+            return error_response(400, "messages: Field required" if not body.get("messages") else "max_tokens: Extra inputs are not permitted")
+        return web.json_response({"input_tokens": request_tokens(body)})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -79,6 +98,8 @@ class AnthropicStandIn(ThreadedStandIn):
             status = int(suffix)
             headers = {"retry-after": "7"} if status == 429 else {}
             return error_response(status, f"stand-in failure {status}", headers)
+        if behaviour == "claude-small" and request_tokens(body) > 100:
+            return error_response(400, f"prompt is too long: {request_tokens(body)} tokens > 100 maximum")
         message = script(behaviour, body)
         if body.get("stream"):
             return await self._stream(request, message, behaviour)
@@ -136,9 +157,38 @@ def validate(body: dict[str, Any]) -> str | None:
     return None
 
 
+def pseudo_tokens(text: str) -> int:
+    """The stand-in's tokenizer: a third of the UTF-8 bytes, at least one."""
+    return max(1, len(text.encode()) // 3)
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """What the stand-in counts for a request (and bills as its input): texts, tools, framing."""
+    total = 3
+    system = body.get("system")
+    if isinstance(system, str):
+        total += pseudo_tokens(system)
+    elif isinstance(system, list):
+        total += sum(pseudo_tokens(str(b.get("text", ""))) for b in system)
+    for message in body.get("messages") or []:
+        total += 4
+        content = message.get("content")
+        if isinstance(content, str):
+            total += pseudo_tokens(content)
+        else:
+            for block in content or []:
+                total += 1600 if block.get("type") == "image" else pseudo_tokens(json.dumps(block))
+    if body.get("tools"):
+        total += 346 + pseudo_tokens(json.dumps(body["tools"]))
+    return total
+
+
 def script(behaviour: str, body: dict[str, Any]) -> dict[str, Any]:
     """The complete Message the behaviour answers with (streams are cut from it)."""
     content: list[dict[str, Any]] = [{"type": "text", "text": TEXT}]
+    system = body.get("system") if isinstance(body.get("system"), str) else ""
+    if "JSON object" in system and behaviour != "claude-not-json":
+        content = [{"type": "text", "text": "```json\n" + json.dumps(JSON_ANSWER) + "\n```"}]
     stop_reason, stop_sequence = "end_turn", None
     usage: dict[str, Any] = {**USAGE, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     if behaviour == "claude-tools":
@@ -154,6 +204,11 @@ def script(behaviour: str, body: dict[str, Any]) -> dict[str, Any]:
         name = (body.get("tool_choice") or {}).get("name") or "answer"
         content = [{"type": "tool_use", "id": "toolu_standin2", "name": name, "input": JSON_ANSWER}]
         stop_reason = "tool_use"
+    elif behaviour == "claude-counted":
+        usage = {"input_tokens": request_tokens(body), "output_tokens": pseudo_tokens(TEXT),
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    elif behaviour == "claude-zero-usage":
+        usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     elif behaviour.startswith("claude-stop-"):
         stop_reason = behaviour.removeprefix("claude-stop-")
         if stop_reason == "stop_sequence":

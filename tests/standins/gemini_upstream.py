@@ -16,12 +16,16 @@ behaviour is chosen by the model id in the path:
   gemini-no-finish    streams text and closes without a finishReason
   gemini-badkey    400 INVALID_ARGUMENT with reason API_KEY_INVALID (what Gemini sends for a bad key)
   gemini-<code>    an error body with that HTTP status (429 adds a RetryInfo detail of 37s)
+  gemini-small     a 100-token window: longer prompts get Gemini's own "input token count ... exceeds" 400
+  gemini-counted   usage as `:countTokens` counts the request (prompt) and the answer's text parts
+  gemini-zero-usage  streams a text answer whose usage says zero tokens (as LiteLLM's Gemini endpoint does)
+`:countTokens` counts with `pseudo_tokens` (a third of the UTF-8 bytes of every text part).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +54,8 @@ class Received:
 
 @dataclass
 class StandInGemini(ThreadedStandIn):
+    counts: list[dict[str, Any]] = field(default_factory=list)  # countTokens bodies (not in `received`)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -61,16 +67,23 @@ class StandInGemini(ThreadedStandIn):
         body = await request.json()
         self.received.append(Received(request.path, dict(request.query), dict(request.headers), body))
         model, _, method = request.match_info["call"].partition(":")
-        if method not in ("generateContent", "streamGenerateContent"):
+        if method not in ("generateContent", "streamGenerateContent", "countTokens"):
             return error(404, f"Method {method} not found.")
         if request.headers.get("x-goog-api-key") != "gm-upstream-secret":
             return error(403, "Method doesn't allow unregistered callers.")
+        if method == "countTokens":
+            self.received.pop()  # kept apart: tests read `received` for what was generated
+            self.counts.append(body)
+            return web.json_response({"totalTokens": count_tokens(body.get("generateContentRequest") or body)})
         behaviour = model.removeprefix("gemini-")
+        if behaviour == "small" and count_tokens(body) > 100:
+            return error(400, f"The input token count ({count_tokens(body)}) exceeds the maximum number of tokens "
+                              "allowed (100).")
         if behaviour == "badkey":
             return error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
         if behaviour.isdigit():
             return error(int(behaviour), f"stand-in failure {behaviour}")
-        events = script(behaviour, model)
+        events = script(behaviour, model, body)
         if method == "generateContent":
             return web.json_response(merge(events))
         if request.query.get("alt") != "sse":  # without alt=sse Gemini streams one JSON array
@@ -118,11 +131,28 @@ def _event(model: str, parts: list[dict[str, Any]] | None, finish: str | None = 
     return event
 
 
-def script(behaviour: str, model: str) -> list[dict[str, Any]]:
+def pseudo_tokens(text: str) -> int:
+    return max(1, len(text.encode()) // 3)
+
+
+def count_tokens(body: dict[str, Any]) -> int:
+    """The stand-in's count of a request (or of bare contents): every text part, a few per turn."""
+    parts = [p for c in body.get("contents") or [] for p in c.get("parts") or []]
+    parts += (body.get("systemInstruction") or {}).get("parts") or []
+    return sum(pseudo_tokens(str(p.get("text", ""))) for p in parts) + 2 * len(body.get("contents") or [])
+
+
+def script(behaviour: str, model: str, body: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The streamed events of a behaviour; the non-streamed answer is their merge."""
     text = [{"text": t} for t in ANSWER]
+    if behaviour == "counted":  # usage as countTokens counts the request, and the answer's parts
+        billed = usage(prompt=count_tokens(body or {}), out=sum(pseudo_tokens(t) for t in ANSWER))
+        return [_event(model, [text[0]]), _event(model, [text[1], text[2]], "STOP", billed)]
     small = {"promptTokenCount": 12, "totalTokenCount": 12}  # interim usage, as Gemini sends
-    if behaviour in ("ok", "error-event"):
+    if behaviour == "zero-usage":
+        zero = {"promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0}
+        return [_event(model, [text[0]], meta=zero), _event(model, [text[1], text[2]], "STOP", zero)]
+    if behaviour in ("ok", "error-event", "small"):
         return [_event(model, [text[0]], meta=small), _event(model, [text[1]], meta=small),
                 _event(model, [text[2]], "STOP", usage())]
     if behaviour == "no-finish":

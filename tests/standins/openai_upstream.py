@@ -8,6 +8,8 @@ Behaviour is chosen by the upstream model id the gateway sends (configure deploy
 `model: <behaviour>`):
   ok               a normal answer (streams: role chunk, content chunks, finish, usage)
   tools            a tool call (streams: id/name chunk, argument fragments)
+  counted          usage as OpenAI counts the messages (string contents) and the answer
+  tools-last       a call of the last function in the request's `tools` (arguments from its schema)
   status-<code>    an OpenAI error body with that status (429 adds Retry-After: 7)
   slow             waits `slow_seconds` before answering
   broken-stream    streams two chunks then drops the connection
@@ -27,6 +29,7 @@ against the SDK's models and the OpenAPI spec by tests/unit/test_standin_respons
   status-<code>, slow, slow-stream, garbage   as for chat
   broken-stream    streams three events then drops the connection
   error-event      streams response.created then an `error` event
+`POST /v1/responses/compact` keeps the user's turns and adds an opaque `compaction` item.
 A missing `model` or `input` is a 400 as from OpenAI (param set, code missing_required_parameter);
 `tools` without a function tool in the request is a 400 too. Usage is RESPONSES_USAGE (non-zero cached and reasoning tokens, so billing can be checked).
 """
@@ -67,6 +70,7 @@ class StandInUpstream(ThreadedStandIn):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/responses/compact", self._compact)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -84,12 +88,15 @@ class StandInUpstream(ThreadedStandIn):
             return web.Response(text="<html>not json</html>", content_type="text/html")
         if body.get("stream"):
             return await self._stream(request, body, behaviour)
-        return web.json_response(completion(body, tools=behaviour == "tools"))
+        answer = completion(body, call=tool_call(body, behaviour))
+        if behaviour == "counted":
+            answer["usage"] = openai_usage(body)
+        return web.json_response(answer)
 
     async def _stream(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        chunks = stream_chunks(body, tools=behaviour == "tools")
+        chunks = stream_chunks(body, call=tool_call(body, behaviour))
         for i, chunk in enumerate(chunks):
             if behaviour == "broken-stream" and i == 2:
                 request.transport.close()  # type: ignore[union-attr]
@@ -134,6 +141,28 @@ class StandInUpstream(ThreadedStandIn):
         if body.get("stream"):
             return await self._responses_stream(request, turn)
         return web.json_response(turn.final(), headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
+
+    async def _compact(self, request: web.Request) -> web.Response:
+        """`/v1/responses/compact` as OpenAI answers it: the user's turns kept, the rest as one
+        opaque compaction item (its content only OpenAI can read)."""
+        body = await request.json()
+        self.received.append(Received(request.path, dict(request.headers), body))
+        if body.get("model") in (None, ""):
+            return error_response(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        behaviour = str(body["model"])
+        if behaviour.startswith("status-"):
+            status = int(behaviour.split("-", 1)[1])
+            return error_response(status, f"stand-in failure {status}", param=None, code="stand_in_code")
+        items = body.get("input") or []
+        items = [{"role": "user", "content": items}] if isinstance(items, str) else items
+        kept = [{"id": _id("msg"), "type": "message", "role": "user", "status": "completed",
+                 "content": [{"type": "input_text", "text": last_user_text([i])}]}
+                for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        return web.json_response({
+            "id": _id("resp"), "object": "response.compaction", "created_at": int(time.time()),
+            "output": [*kept, {"id": _id("cmp"), "type": "compaction", "encrypted_content": "gAAAAB" + uuid.uuid4().hex}],
+            "usage": dict(RESPONSES_USAGE),
+        })
 
     async def _responses_stream(self, request: web.Request, turn: ResponsesTurn) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -344,13 +373,35 @@ def usage() -> dict[str, Any]:
     }
 
 
-def completion(body: dict[str, Any], tools: bool = False) -> dict[str, Any]:
+def openai_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """Usage as OpenAI counts it: o200k tokens of each message's text, 3 tokens of framing per
+    message and 3 to prime the reply (OpenAI's cookbook), and the answer's own tokens."""
+    from switchyard.metering.tokens import count_text  # the o200k encoding itself
+
+    prompt = 3 + sum(3 + count_text(str(m.get("content") or "")) for m in body.get("messages") or [])
+    out = count_text("".join(ANSWER))
+    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
+            "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def tool_call(body: dict[str, Any], behaviour: str) -> tuple[str, list[str]] | None:
+    """The call a chat answer makes: `tools` calls get_weather; `tools-last` the last function in
+    the request's `tools`, with arguments fitting its schema. Arguments come as stream fragments."""
+    if behaviour == "tools":
+        return "get_weather", TOOL_ARGS
+    if behaviour == "tools-last":
+        fn = (body.get("tools") or [{}])[-1].get("function") or {}
+        return str(fn.get("name")), _pieces(json.dumps(sample_arguments(fn.get("parameters"))), 8)
+    return None
+
+
+def completion(body: dict[str, Any], call: tuple[str, list[str]] | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(ANSWER), "refusal": None, "annotations": []}
     finish = "stop"
-    if tools:
+    if call is not None:
         message["content"] = None
         message["tool_calls"] = [{"id": "call_standin1", "type": "function",
-                                  "function": {"name": "get_weather", "arguments": "".join(TOOL_ARGS)}}]
+                                  "function": {"name": call[0], "arguments": "".join(call[1])}}]
         finish = "tool_calls"
     return {
         "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
@@ -360,7 +411,7 @@ def completion(body: dict[str, Any], tools: bool = False) -> dict[str, Any]:
     }
 
 
-def stream_chunks(body: dict[str, Any], tools: bool = False) -> list[dict[str, Any]]:
+def stream_chunks(body: dict[str, Any], call: tuple[str, list[str]] | None = None) -> list[dict[str, Any]]:
     head = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": int(time.time()),
             "model": body.get("model"), "system_fingerprint": "fp_standin", "service_tier": "default"}
 
@@ -368,10 +419,10 @@ def stream_chunks(body: dict[str, Any], tools: bool = False) -> list[dict[str, A
         return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], "usage": None}
 
     out = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    if tools:
+    if call is not None:
         out.append(chunk({"tool_calls": [{"index": 0, "id": "call_standin1", "type": "function",
-                                          "function": {"name": "get_weather", "arguments": ""}}]}))
-        out += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}) for a in TOOL_ARGS]
+                                          "function": {"name": call[0], "arguments": ""}}]}))
+        out += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}) for a in call[1]]
         out.append(chunk({}, "tool_calls"))
     else:
         out += [chunk({"content": piece}) for piece in ANSWER]

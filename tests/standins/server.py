@@ -4,6 +4,7 @@ port, recording what it received so tests can check what switchyard forwarded.""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from aiohttp import web
 class ThreadedStandIn:
     received: list[Any] = field(default_factory=list)
     port: int = 0
+    tls: ssl.SSLContext | None = None  # serve https with this context
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -41,7 +43,7 @@ class ThreadedStandIn:
         self.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._started.set()

@@ -13,7 +13,7 @@ import pytest
 
 from tests import openapi_spec
 from tests.openapi_spec import openapi, schema, schema_names  # noqa: F401  (openapi is a fixture)
-from tests.standins.openai_upstream import ResponsesTurn, completion, stream_chunks
+from tests.standins.openai_upstream import ResponsesTurn, completion, stream_chunks, tool_call
 
 Validate = Callable[..., None]
 
@@ -175,7 +175,7 @@ def test_errors(openapi: Validate) -> None:
 
 def test_chat_and_nullable_rewrite(openapi: Validate) -> None:
     openapi(completion({"model": "ok"}), "CreateChatCompletionResponse")
-    openapi(completion({"model": "tools"}, tools=True), "CreateChatCompletionResponse")
+    openapi(completion({"model": "tools"}, call=tool_call({}, "tools")), "CreateChatCompletionResponse")
     bad = completion({"model": "ok"})
     bad["object"] = "chat.completion.chunk"
     fails(openapi, bad, "CreateChatCompletionResponse", "$.object")

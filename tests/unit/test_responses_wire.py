@@ -24,6 +24,7 @@ from switchyard.wire.errors import GatewayError
 from switchyard.wire.responses import EFFORTS, input_items, new_id, parse_responses_request
 from switchyard.wire.responses_chat import (
     ResponseEvents,
+    dropped_tools,
     base_response,
     chat_body,
     response_from_chat,
@@ -325,11 +326,50 @@ def test_invalid_top_level_values(body: dict[str, Any], param: str, code: str) -
     assert param in err.message
 
 
-@pytest.mark.parametrize("kind", ["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp", "image_generation", "custom"])
-def test_builtin_tools_are_rejected(kind: str) -> None:
-    err = bad({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": kind}]})
-    assert err.param == "tools[1].type"
-    assert "not supported by this gateway" in err.message
+@pytest.mark.parametrize("kind", ["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp",
+                                  "image_generation", "local_shell", "tool_search"])
+def test_hosted_tools_are_accepted_and_left_out_for_chat(kind: str) -> None:
+    req = parse_responses_request({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": kind}]})
+    body = chat_body(req, {}, input_items(req))
+    assert [t["function"]["name"] for t in body["tools"]] == ["f"]
+    assert dropped_tools(req) == [kind]
+
+
+def test_namespace_and_custom_tools_reach_chat_as_functions_and_come_back() -> None:
+    tools = [
+        {"type": "namespace", "name": "crm", "description": "The CRM.", "tools": [
+            {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+            {"type": "custom", "name": "note"}]},
+        {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: \"*** Begin Patch\""}},
+    ]
+    req = parse_responses_request({"model": "m", "input": "x", "tools": tools,
+                                   "tool_choice": {"type": "custom", "name": "apply_patch"}})
+    body = chat_body(req, {}, input_items(req))
+    names = [t["function"]["name"] for t in body["tools"]]
+    assert names == ["crm__lookup", "crm__note", "apply_patch"]
+    assert body["tools"][2]["function"]["parameters"]["required"] == ["input"]
+    assert "*** Begin Patch" in body["tools"][2]["function"]["description"]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    completion = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "crm__lookup", "arguments": '{"q": "acme"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "apply_patch", "arguments": '{"input": "*** Begin Patch"}'}},
+    ]}, "finish_reason": "tool_calls"}]}
+    out = response_from_chat(completion, req, response_id="resp_x", created_at=0, model="m", previous_response_id=None)
+    call, custom = out["output"]
+    assert (call["type"], call["name"], call["namespace"], call["arguments"]) == ("function_call", "lookup", "crm", '{"q": "acme"}')
+    assert (custom["type"], custom["name"], custom["input"]) == ("custom_tool_call", "apply_patch", "*** Begin Patch")
+    # The round trip: the calls and their outputs as the next turn's input, back to chat.
+    items = [{"type": "function_call", "call_id": "c1", "name": "lookup", "namespace": "crm", "arguments": '{"q": "acme"}'},
+             {"type": "function_call_output", "call_id": "c1", "output": "found"},
+             {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+             {"type": "custom_tool_call_output", "call_id": "c2", "output": "Done!"},
+             {"type": "web_search_call", "id": "ws_1", "status": "completed"}]
+    req2 = parse_responses_request({"model": "m", "input": items, "tools": tools})
+    messages = chat_body(req2, {}, input_items(req2))["messages"]
+    assert [m["role"] for m in messages] == ["assistant", "tool", "assistant", "tool"]
+    assert messages[0]["tool_calls"][0]["function"]["name"] == "crm__lookup"
+    assert messages[2]["tool_calls"][0]["function"] == {"name": "apply_patch", "arguments": '{"input":"*** Begin Patch"}'}
 
 
 @pytest.mark.parametrize(
@@ -369,10 +409,19 @@ def test_tool_choice_required_needs_tools() -> None:
     assert bad({"model": "m", "input": "x", "tool_choice": "sometimes"}).param == "tool_choice"
 
 
-def test_hosted_tool_choice_is_rejected() -> None:
-    err = bad({"model": "m", "input": "x", "tool_choice": {"type": "web_search_preview"}})
-    assert err.param == "tool_choice.type"
-    assert "not supported by this gateway" in err.message
+def test_hosted_tool_choice_is_accepted_and_leaves_chat_to_choose() -> None:
+    req = parse_responses_request({"model": "m", "input": "x", "tools": [{"type": "web_search_preview"}],
+                                   "tool_choice": {"type": "web_search_preview"}})
+    body = chat_body(req, {}, input_items(req))
+    assert "tool_choice" not in body and "tools" not in body
+
+
+def test_hosted_tools_items_are_kept_for_native_upstreams() -> None:
+    items = [{"role": "user", "content": "a"}, {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+             {"type": "computer_call_output", "call_id": "c", "output": {}}]
+    req = parse_responses_request({"model": "m", "input": items})
+    assert [i["type"] for i in input_items(req)] == ["message", "web_search_call", "computer_call_output"]
+    assert [m["role"] for m in chat_body(req, {}, input_items(req))["messages"]] == ["user"]
 
 
 def test_background_conversation_prompt_rejected() -> None:
@@ -391,8 +440,8 @@ def test_background_conversation_prompt_rejected() -> None:
     ("items", "param", "code"),
     [
         ([{"type": "item_reference", "id": "msg_1"}], "input[0].type", "invalid_value"),
-        ([{"role": "user", "content": "a"}, {"type": "web_search_call", "id": "ws_1"}], "input[1].type", "invalid_value"),
-        ([{"type": "computer_call_output", "call_id": "c"}], "input[0].type", "invalid_value"),
+        ([{"role": "user", "content": "a"}, {"type": "frobnicate", "id": "x_1"}], "input[1].type", "invalid_value"),
+        ([{"type": "custom_tool_call", "call_id": "c", "name": "f"}], "input[0].input", "missing_required_parameter"),
         ([{"role": "tool", "content": "x"}], "input[0].role", "invalid_value"),
         ([{"content": "x"}], "input[0].role", "missing_required_parameter"),
         ([{"role": "user"}], "input[0].content", "missing_required_parameter"),

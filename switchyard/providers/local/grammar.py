@@ -24,6 +24,19 @@ def _converter() -> SchemaConverter:
     return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
 
 
+# llama.cpp's converter lets any character but `"` and `\` into a string, raw newlines and other
+# control characters included, which JSON forbids (a model did write one); strings here are
+# JSON's: no U+0000-U+001F or DEL unescaped.
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def _strict_strings(grammar: str) -> str:
+    if _LOOSE_CHAR not in grammar and "char ::=" in grammar:
+        raise RuntimeError("llama.cpp's JSON string rule changed: check grammar._strict_strings")
+    return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
 def _visit(conv: SchemaConverter, schema: dict[str, Any], name: str, param: str) -> str:
     try:
         resolved = conv.resolve_refs(schema, "input")
@@ -37,7 +50,7 @@ def _json_grammar_cached(schema_json: bytes) -> str:
     schema = orjson.loads(schema_json)
     conv = _converter()
     _visit(conv, schema, "", "response_format")
-    return conv.format_grammar()
+    return _strict_strings(conv.format_grammar())
 
 
 def json_grammar(schema: dict[str, Any] | None) -> str:
@@ -67,7 +80,7 @@ def _tool_grammar_cached(key: bytes) -> str:
             "additionalProperties": False,
         }
         rules.append(_visit(conv, schema, f"call{i}", f"tools[{i}].function.parameters"))
-    lines = [conv.format_grammar()]
+    lines = [_strict_strings(conv.format_grammar())]
     lines.append(f'toolcall ::= "{TOOL_OPEN}" ( {" | ".join(rules)} ) "{TOOL_CLOSE}"')
     lines.append('toolcalls ::= toolcall ( "\\n" toolcall )*' if parallel else "toolcalls ::= toolcall")
     if mode == "auto":

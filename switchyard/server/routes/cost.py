@@ -20,7 +20,7 @@ from switchyard.config import FetchPolicy
 from switchyard.fetch import GuardedSession
 from switchyard.limits import Limits, Scope
 from switchyard.metering.cost import TokenUsage, cost_nanos, usd
-from switchyard.metering.estimate import output_limit
+from switchyard.metering.estimate import Quote, output_limit
 from switchyard.metering.remote_image import measure_images, remote_image_count
 from switchyard.metering.tokens import acount_prompt_tokens
 from switchyard.routing.fit import check_capabilities, check_size
@@ -72,11 +72,21 @@ async def quote(
     """
     check_capabilities(chat, dep)  # refuse here exactly what the gateway would refuse
     images = await measure_images(chat, dep.spec.image_tokens, policy, session)
-    text = await dep.provider.count_prompt_tokens(chat)
-    if text is None:
-        text = await acount_prompt_tokens(chat)
     image_total = sum(i.tokens for i in images)
+    # Exact when the deployment counts as it bills (the local model, llama.cpp servers, Gemini's
+    # countTokens). Otherwise the count (Anthropic's own estimate, else an OpenAI encoding's) is
+    # the point estimate, and the range runs from what any tokenizer must count at least (o200k's
+    # own count where o200k is the upstream's tokenizer) to the byte bound admission holds for.
+    provider = dep.provider
+    counted = await provider.count_prompt_tokens(chat)
+    exact = counted is not None and provider.prompt_count_is_billed
+    text = counted if counted is not None else await acount_prompt_tokens(chat)
     input_tokens = text + image_total
+    bounds = Quote(chat).at(dep)
+    least_input = most_input = input_tokens
+    if not exact:
+        most_input = max(input_tokens, bounds.input_bound)
+        least_input = input_tokens if counted is None and provider.tokenizer_is_openai else bounds.input_floor
     check_size(chat, dep, input_tokens)
     # Each choice stops at the caller's cap (or the reservation cap or deployment default that
     # stands in for a missing one), the model's own cap, or the end of the context window.
@@ -84,17 +94,24 @@ async def quote(
     choices = chat.n or 1
     tier = billed_tier(chat.service_tier, dep.spec)
 
-    def price(output_tokens: int) -> int:
-        return cost_nanos(
-            dep.spec.prices, TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens),
-            service_tier=tier, tier_multipliers=dep.spec.multipliers, price_multiplier=price_multiplier,
-        )
+    prices = dep.spec.prices
+    writes_dearer = prices.cache_write is not None and prices.cache_write > prices.input
 
-    low, high = price(0), price(max_output * choices)
+    def price(input_: int, output_tokens: int, dearest: bool = False) -> int:
+        # The most prices input at its dearest rate: a provider may bill all of it as cache writes.
+        usage = TokenUsage(input_tokens=input_, cache_write_tokens=input_ if dearest and writes_dearer else 0,
+                           output_tokens=output_tokens)
+        return cost_nanos(prices, usage, service_tier=tier, tier_multipliers=dep.spec.multipliers,
+                          price_multiplier=price_multiplier)
+
+    low, high = price(least_input, 0), price(most_input, max_output * choices, dearest=True)
     return {
         "object": "cost.estimate",
         "model": public_name,
         "input_tokens": input_tokens,
+        "input_tokens_min": least_input,
+        "input_tokens_max": most_input,
+        "exact": exact,
         "text_tokens": text,
         "image_tokens": image_total,
         "images": [i.as_dict() for i in images],

@@ -1,4 +1,4 @@
-"""The Responses API: POST /v1/responses, and the stored responses behind GET/DELETE."""
+"""The Responses API: POST /v1/responses (and /compact), and the stored responses behind GET/DELETE."""
 
 from __future__ import annotations
 
@@ -6,23 +6,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchyard.gateway import Gateway
 from switchyard.responses import ResponseStore
-from switchyard.server.body import read_json
-from switchyard.server.responses import JSONResponse, sse_response
+from switchyard.server.model_call import model_call
+from switchyard.server.responses import JSONResponse
 from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import invalid_request, not_found
 
 
 async def create_response(request: Request) -> Response:
-    state: AppState = request.app.state.sy
-    principal = caller(request)
-    raw = await read_json(request, state.settings.max_body_bytes, state.settings.limits)
-    request.scope["state"]["model"] = raw.get("model") if isinstance(raw, dict) else None
-    outcome = await state.gateway.respond(raw, principal, request.scope["state"]["request_id"])
-    if outcome.frames is not None:
-        return sse_response(outcome.frames, outcome.headers, outcome.finish)
-    return JSONResponse(outcome.body, headers=outcome.headers)
+    return await model_call(request, Gateway.respond)
+
+
+async def compact_response(request: Request) -> Response:
+    return await model_call(request, Gateway.compact)
 
 
 def _store(state: AppState) -> ResponseStore:
@@ -82,6 +80,7 @@ async def list_input_items(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/v1/responses", create_response, methods=["POST"]),
+        Route("/v1/responses/compact", compact_response, methods=["POST"]),
         Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
         Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
