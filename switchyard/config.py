@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ class Timeouts:
     connect: float = 5.0
     read: float = 600.0  # the longest silence while an answer is awaited or streamed
     total: float = 1200.0  # the longest one upstream call may take, first byte to last
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The web console at /console."""
+
+    signup: str = "invite"  # closed: operators add people; invite: by one-time link; open: anyone
+    signup_credit_usd: str = "0"  # what an organisation created by open sign-up starts with
+    public_pricing: bool = False  # /console/pricing for people without an account
+    session_hours: float = 168.0  # a session lasts this long from login
+    login_max_failures: int = 10  # wrong passwords in a row before the account locks
+    lockout_minutes: float = 15.0
+    setup_link_hours: float = 24.0  # the first operator's link, and invitations (x7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class Settings:
     max_reserve_tokens: int | None = None  # output reserved for a request without a limit (None: model max)
     redis_max_connections: int = 256  # per worker, shared by limits, holds and the cache
     redis_pool_timeout: float = 10.0  # a burst waits this long for a free Redis connection
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     @property
     def master_key_file(self) -> Path:
@@ -249,6 +264,18 @@ def _positive(value: Any, where: str) -> int:
     return number
 
 
+def _console(raw: Any) -> ConsoleSettings:
+    console: ConsoleSettings = _section(raw, ConsoleSettings, "console")
+    if console.signup not in ("closed", "invite", "open"):
+        raise ConfigError(f"console.signup must be closed, invite or open, not '{console.signup}'")
+    try:
+        if Decimal(console.signup_credit_usd) < 0:
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ConfigError(f"console.signup_credit_usd must be a non-negative amount, not '{console.signup_credit_usd}'") from None
+    return console
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     file: dict[str, Any] = {}
@@ -337,6 +364,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                                   "billing.max_reserve_tokens"),
             redis_max_connections=_positive((file.get("redis") or {}).get("max_connections", 256), "redis.max_connections"),
             redis_pool_timeout=float((file.get("redis") or {}).get("pool_timeout", 10.0)),
+            console=_console(file.get("console")),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

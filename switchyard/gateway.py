@@ -225,7 +225,7 @@ class Gateway:
             except BaseException:
                 await self.billing.abandon(ticket)
                 raise
-            ticket.deployment = dep
+            ticket.answered_by(dep, attempts)
             frames = self._relay_events(ticket, source, keep)
 
             async def finish() -> None:
@@ -392,7 +392,7 @@ class Gateway:
         except BaseException:
             await self.billing.abandon(ticket)
             raise
-        ticket.deployment = dep  # billed at the prices of the deployment that answered
+        ticket.answered_by(dep, attempts)
         status = "cache_hit" if cached is not None else "completed"
 
         def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
@@ -422,7 +422,7 @@ class Gateway:
         except BaseException:
             await self.billing.abandon(ticket)
             raise
-        ticket.deployment = dep
+        ticket.answered_by(dep, attempts)
         frames = self._relay(ticket, first, stream, _ModelRename.of(first, public, dep))
 
         async def finish() -> None:

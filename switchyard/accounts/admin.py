@@ -83,7 +83,7 @@ def key_object(row: Row[Any] | Any) -> dict[str, Any]:
         "cache_ttl": row.cache_ttl_seconds, "max_reserve_tokens": row.max_reserve_tokens,
         "expires_at": row.expires_at // 1000 if row.expires_at else None,
         "revoked_at": row.revoked_at // 1000 if row.revoked_at else None,
-        "created_at": row.created_at // 1000,
+        "created_at": row.created_at // 1000, "owner_user_id": row.owner_user_id,
     }
 
 
@@ -262,7 +262,8 @@ class AccountsAdmin:
 
     # ---- keys ----------------------------------------------------------------------------
 
-    async def create_key(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def create_key(self, body: Mapping[str, Any], owner_user_id: str | None = None) -> dict[str, Any]:
+        """`owner_user_id`: the console user who made it (members manage only their own)."""
         org_ref = body.get("org_id") or body.get("org")
         if not isinstance(org_ref, str):
             raise invalid_request("'org_id' is required.", param="org_id")
@@ -283,6 +284,7 @@ class AccountsAdmin:
             "cache_ttl_seconds": _optional_int(body.get("cache_ttl"), "cache_ttl"),
             "max_reserve_tokens": _optional_int(body.get("max_reserve_tokens"), "max_reserve_tokens", 1),
             "expires_at": expires * 1000 if expires else None, "revoked_at": None, "created_at": now_ms(),
+            "owner_user_id": owner_user_id,
         }
         async with self.engine.begin() as conn:
             await conn.execute(insert(api_keys).values(**values))

@@ -53,6 +53,12 @@ class Ticket:
     settled: bool = False  # billed or abandoned: the hold is dealt with
     billed: bool = False  # a usage record and its ledger entries exist
     batch: bool = False  # a Batch API line: its own rate-limit pool, priced at the catalog's batch tier
+    attempts: int | None = None  # deployments tried before one answered
+    first_byte: float | None = None  # perf_counter when that answer (or its first chunk) arrived
+
+    def answered_by(self, deployment: Deployment, attempts: int) -> None:
+        """The deployment that answered, after how many attempts: billed at its prices."""
+        self.deployment, self.attempts, self.first_byte = deployment, attempts, time.perf_counter()
 
     @property
     def request(self) -> ChatRequest:
@@ -211,6 +217,8 @@ class Billing:
             reasoning_tokens=usage.reasoning_tokens, image_tokens=min(image_tokens, usage.input_tokens),
             latency_ms=int((time.perf_counter() - ticket.started) * 1000), created_at=int(time.time() * 1000),
             error_code=error_code, usage_source=source, anomaly=anomaly[:200] if anomaly else None,
+            ttfb_ms=int((ticket.first_byte - ticket.started) * 1000) if ticket.first_byte is not None else None,
+            attempts=ticket.attempts,
             rows=tuple(attach(cost)) if attach is not None else (),
         )
         committed = self.writer.submit(settlement)

@@ -37,11 +37,17 @@ class UsageEvents:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
 
+    @property
+    def listened(self) -> bool:
+        return bool(self._subscribers)
+
     def publish(self, batch: Sequence[tuple[Settlement, Any]]) -> None:
         if not self._subscribers:
             return
         for settlement, _ in batch:
-            event = event_of(settlement)
-            for queue in self._subscribers:
-                if not queue.full():
-                    queue.put_nowait(event)
+            self.deliver(event_of(settlement))
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        for queue in self._subscribers:
+            if not queue.full():
+                queue.put_nowait(event)

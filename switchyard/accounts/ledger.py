@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, update
+from sqlalchemy import Connection, Table, insert, text, update
 
 from switchyard.accounts.directory import Directory
 from switchyard.store.database import Store
+from switchyard.metering.rollups import COLUMNS as ROLLUP_COLUMNS
+from switchyard.metering.rollups import NAMED_UPSERT, SQLITE_UPSERT, rollup_rows
 from switchyard.store.schema import api_keys, changes, ledger_entries, organizations, usage_records
 
 log = logging.getLogger("switchyard.ledger")
@@ -54,6 +56,8 @@ class Settlement:
     error_param: str | None = None
     usage_source: str = "upstream"  # upstream: as the upstream reported it; counted: our own count; none
     anomaly: str | None = None  # what the upstream reported beyond the request's bounds (billed at the bound)
+    ttfb_ms: int | None = None  # until the first answer or stream chunk arrived from the upstream
+    attempts: int | None = None  # deployments tried
     # Rows that belong with this bill (a stored response, a batch line's result): committed in
     # the same transaction, so neither exists without the other.
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()
@@ -164,15 +168,16 @@ class LedgerWriter:
                 key_delta[s.key_id] += s.cost_nanos
             ledger_rows += s.ledger_rows()
         usage_rows = [s.usage_row() for s in batch]
+        rollups = rollup_rows(batch)
         now = int(time.time() * 1000)
 
         async with self._directory.lock:
             if self._store.is_sqlite:
                 balances, spent = await self._store.sqlite_transaction(
-                    lambda conn: _write_sqlite(conn, usage_rows, ledger_rows, extra, org_delta, key_delta, now))
+                    lambda conn: _write_sqlite(conn, usage_rows, rollups, ledger_rows, extra, org_delta, key_delta, now))
             else:
                 balances, spent = await self._store.transaction(
-                    lambda conn: _write_core(conn, usage_rows, ledger_rows, extra, org_delta, key_delta, now))
+                    lambda conn: _write_core(conn, usage_rows, rollups, ledger_rows, extra, org_delta, key_delta, now))
             self._directory.apply_settled(balances, spent)
 
 
@@ -180,10 +185,12 @@ Deltas = dict[str, int]
 
 
 def _write_core(
-    conn: Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
-    extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas, key_delta: Deltas, now: int,
+    conn: Connection, usage_rows: list[dict[str, Any]], rollups: list[tuple[Any, ...]],
+    ledger_rows: list[dict[str, Any]], extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas,
+    key_delta: Deltas, now: int,
 ) -> tuple[Deltas, Deltas]:
     conn.execute(insert(usage_records), usage_rows)
+    conn.execute(text(NAMED_UPSERT), [dict(zip(ROLLUP_COLUMNS, row)) for row in rollups])
     if ledger_rows:
         conn.execute(insert(ledger_entries), ledger_rows)
     for table, rows in extra.items():
@@ -227,12 +234,14 @@ def _insert_sql(table: Table) -> tuple[str, tuple[str, ...]]:
 
 
 def _write_sqlite(
-    conn: sqlite3.Connection, usage_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]],
-    extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas, key_delta: Deltas, now: int,
+    conn: sqlite3.Connection, usage_rows: list[dict[str, Any]], rollups: list[tuple[Any, ...]],
+    ledger_rows: list[dict[str, Any]], extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas,
+    key_delta: Deltas, now: int,
 ) -> tuple[Deltas, Deltas]:
     cur = conn.cursor()
     try:
         cur.executemany(_USAGE_SQL, [tuple(r[c] for c in _USAGE_COLUMNS) for r in usage_rows])
+        cur.executemany(SQLITE_UPSERT, rollups)
         if ledger_rows:
             cur.executemany(_LEDGER_SQL, [tuple(r[c] for c in _LEDGER_COLUMNS) for r in ledger_rows])
         for table, rows in extra.items():

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from switchyard.cli.users import users
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
 from switchyard.cli.batch import batch
 from switchyard.cli.cost import cost
@@ -43,6 +44,7 @@ app.command()(serve)
 app.command()(models)
 app.add_typer(orgs, name="orgs")
 app.add_typer(keys, name="keys")
+app.add_typer(users, name="users")
 app.command()(topup)
 app.command()(balance)
 app.command()(usage)

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from switchyard.accounts.keys import ensure_master_key
 from switchyard.catalog import CatalogError, load_catalog
 from switchyard.config import ConfigError, load_settings
+from switchyard.console.first_run import console_url, setup_link_token
 from switchyard.routing.table import ModelTable
 from switchyard.store.prepare import prepare_store, reset_shared_holds
 
@@ -76,7 +77,12 @@ def serve(
     if new_key:
         typer.secho("Admin key (shown once; only its hash is kept):", bold=True)
         typer.echo(f"  {new_key}")
-    typer.echo(f"switchyard listening on http://{settings.host}:{settings.port}/v1 ({settings.workers} worker(s))")
+    setup_token = asyncio.run(setup_link_token(settings))
+    if setup_token:
+        typer.secho("Console set-up link (one-time; creates the first operator):", bold=True)
+        typer.echo(f"  {console_url(settings)}/setup/{setup_token}")
+    typer.echo(f"switchyard listening on http://{settings.host}:{settings.port}/v1 ({settings.workers} worker(s)); "
+               f"console at {console_url(settings)}")
     uvicorn.run(
         "switchyard.server.app:create_app",
         factory=True,

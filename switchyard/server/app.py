@@ -26,6 +26,9 @@ from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.batch import BatchRecords, BatchRunner
 from switchyard.catalog import load_catalog
 from switchyard.config import Settings, load_settings
+from switchyard.console import Console, People, Sessions
+from switchyard.console.live import SharedUsageEvents
+from switchyard.console.sessions import AttemptWindow, console_secret
 from switchyard.files import FileStore
 from switchyard.gateway import Gateway
 from switchyard.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter, load_tiers
@@ -105,12 +108,14 @@ def build_app(settings: Settings) -> ASGIApp:
     directory = Directory(engine, static_keys(settings, master_digest), asyncio.Lock())
     writer = LedgerWriter(store, directory)
     events = UsageEvents()
-    writer.listeners.append(events.publish)
     database_url = settings.database_url or default_url(settings.data_dir)
     # One worker keeps rate limits and money holds in memory; several share them through Redis,
     # over one bounded pool (a burst waits for a connection instead of failing).
     redis = (bounded_client(settings.redis_url, max_connections=settings.redis_max_connections,
                             pool_timeout=settings.redis_pool_timeout) if settings.redis_url else None)
+    # Usage events reach consoles on every worker: through Redis when there is one.
+    shared_events = SharedUsageEvents(events, redis, cache_namespace(database_url)) if redis is not None else None
+    writer.listeners.append(shared_events.publish if shared_events is not None else events.publish)
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url, client=redis) if settings.redis_url else LocalRateLimiter()
     funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url, client=redis) if settings.redis_url else Funds()
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens)
@@ -127,6 +132,9 @@ def build_app(settings: Settings) -> ASGIApp:
         settings=settings, directory=directory, events=events,
         admin=AccountsAdmin(engine, tiers, funds, served=[name for name, _ in table.names()]),
         table=table, gateway=gateway,
+        console=Console(settings.console, People(engine),
+                        Sessions(engine, console_secret(settings.data_dir), settings.console.session_hours),
+                        AttemptWindow(limit=30, seconds=300)),
     )
 
     @contextlib.asynccontextmanager
@@ -135,6 +143,8 @@ def build_app(settings: Settings) -> ASGIApp:
         directory.start_polling()
         writer.start()
         await table.start()
+        if shared_events is not None:
+            shared_events.start()
         batches.start()  # last: batch lines need everything above
         # What start-up built lives as long as the worker: keep it out of every later full
         # garbage collection, which would otherwise walk it each time (a pause per big request).
@@ -144,6 +154,8 @@ def build_app(settings: Settings) -> ASGIApp:
         finally:
             await batches.stop()  # first: lines in flight still settle through the ledger writer
             await writer.close()
+            if shared_events is not None:
+                await shared_events.close()
             await directory.close()
             await table.close()
             await limiter.close()

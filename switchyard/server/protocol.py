@@ -80,6 +80,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task.cancel()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish requests in flight, but end endless event streams (a
+        console's live usage) at once rather than waiting out the grace period for them."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.scope.get("state", {}).get("endless"):
+            self.transport.close()
+            return
+        super().shutdown()
+
     def _make_room(self) -> bool:
         """Cut the connection that has been quiet longest; False if every other one is serving a request."""
         quiet = [c for c in self.connections if c is not self and getattr(c, "_quiet_since", None) is not None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -9,7 +11,12 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from switchyard.accounts.events import UsageEvents
 from switchyard.wire.errors import GatewayError
+from switchyard.wire.sse import data_frame
+
+# A comment this often keeps proxies from closing a quiet event stream.
+KEEP_ALIVE_SECONDS = 15
 
 
 class JSONResponse(Response):
@@ -49,3 +56,51 @@ def sse_response(
     finish: Callable[[], Awaitable[None]] | None = None,
 ) -> SSEResponse:
     return SSEResponse(frames, headers, finish)
+
+
+class UsageEventStream(Response):
+    """Billed requests as server-sent events, for as long as the client listens: it ends when
+    the client goes (watched, not noticed at the next write) or when the worker shuts down
+    (the protocol closes endless streams first, so a restart does not wait for them)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: UsageEvents, keep: Callable[[dict[str, Any]], bool],
+                 headers: Mapping[str, str] | None = None) -> None:
+        # No body, so no Content-Length: the response is a stream (as StreamingResponse does it).
+        self.status_code, self.background = 200, None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
+        self._events, self._keep = events, keep
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["endless"] = True
+        queue = self._events.subscribe()
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b": connected\n\n", "more_body": True})
+            pump = asyncio.ensure_future(self._pump(queue, send))
+            gone = asyncio.ensure_future(_disconnected(receive))
+            try:
+                await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (pump, gone):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, OSError):
+                        await task
+        finally:
+            self._events.unsubscribe(queue)
+
+    async def _pump(self, queue: asyncio.Queue[dict[str, Any]], send: Send) -> None:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), KEEP_ALIVE_SECONDS)
+            except TimeoutError:
+                await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                continue
+            if self._keep(event):
+                await send({"type": "http.response.body", "body": data_frame(orjson.dumps(event)), "more_body": True})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

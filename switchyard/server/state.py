@@ -9,6 +9,7 @@ from switchyard.accounts.directory import Directory
 from switchyard.accounts.events import UsageEvents
 from switchyard.batch import BatchRunner
 from switchyard.config import Settings
+from switchyard.console import Console
 from switchyard.files import FileStore
 from switchyard.gateway import Gateway
 from switchyard.routing.table import ModelTable
@@ -24,3 +25,4 @@ class AppState:
     gateway: Gateway
     files: FileStore
     batches: BatchRunner  # the Batch API: its records and the background runner
+    console: Console

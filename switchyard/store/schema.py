@@ -45,6 +45,7 @@ api_keys = Table(
     Column("expires_at", BigInteger, nullable=True),
     Column("revoked_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("owner_user_id", String(40), nullable=True),  # the console user who created it
 )
 
 ledger_entries = Table(
@@ -93,6 +94,8 @@ usage_records = Table(
     Column("error_param", String(200), nullable=True),
     Column("usage_source", String(16), nullable=False, server_default="upstream"),  # upstream | counted | none
     Column("anomaly", String(200), nullable=True),  # usage reported past the request's bounds, billed at them
+    Column("ttfb_ms", Integer, nullable=True),  # until the first answer (or first stream chunk) arrived
+    Column("attempts", Integer, nullable=True),  # deployments tried, fallbacks included
     Index("ix_usage_org_time", "org_id", "created_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
 )
@@ -185,4 +188,82 @@ batch_results = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cost_nanos", BigInteger, nullable=False),
+)
+
+# ---- the console: people, their organisations, their sessions --------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # stored lower-cased
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", String(200), nullable=False),  # argon2id, parameters inside the hash
+    Column("is_operator", Boolean, nullable=False),  # platform admin: sees every organisation
+    Column("failed_logins", Integer, nullable=False, server_default="0"),  # since the last success
+    Column("locked_until", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger, nullable=True),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("user_id", String(40), ForeignKey("users.id"), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id"), primary_key=True),
+    Column("role", String(16), nullable=False),  # owner | member | billing
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_memberships_org", "org_id"),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie's token; the token is never stored
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("user_agent", String(300), nullable=True),
+)
+
+# One-time links: an invitation into an organisation, or (org_id null, role operator) the
+# first operator's set-up link.
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("org_id", String(40), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("email", String(320), nullable=True),  # when set, only this address may accept
+    Column("created_by", String(40), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+    Column("used_by", String(40), nullable=True),
+)
+
+# Usage summed per minute and per hour at settlement, in the bill's own transaction: charts
+# and totals read these, never a scan of raw records. `span` is 60000 or 3600000 (ms).
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("span", Integer, primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),  # epoch ms at the bucket's start
+    Column("org_id", String(40), primary_key=True),
+    Column("key_id", String(40), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("deployment", String(200), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("image_tokens", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("latency_ms", BigInteger, nullable=False),  # summed: divided by requests for the mean
+    Index("ix_rollups_org", "org_id", "span", "bucket"),
 )

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from switchyard.server.routes import admin, batches, chat, cost, health, models, responses, usage
+from switchyard.console.routes import routes as console_routes
+
+from switchyard.server.routes import admin, batches, chat, cost, health, models, requests, responses, usage
 from switchyard.server.routes import files as files_routes
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     return [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         *responses.routes(),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         Route("/v1/usage", usage.own_usage, methods=["GET"]),
+        *requests.routes(),
         Route("/v1/cost/estimate", cost.estimate_cost, methods=["POST"]),
         *files_routes.routes(),
         *batches.routes(),
         Route("/healthz", health.healthz, methods=["GET"]),
         *admin.routes(),
+        *console_routes(),
     ]

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard.accounts.admin import to_nanos
 from switchyard.server.body import read_json
-from switchyard.server.responses import JSONResponse, sse_response
+from switchyard.server.responses import JSONResponse, UsageEventStream
 from switchyard.server.routes.usage import usage_query
 from switchyard.server.auth import caller
 from switchyard.server.state import AppState
 from switchyard.wire.errors import invalid_request, permission_denied
-from switchyard.wire.sse import data_frame
 
 Handler = Callable[[Request, AppState], Awaitable[Any]]
 
@@ -123,20 +121,51 @@ async def usage(request: Request, state: AppState) -> Any:
 
 
 async def usage_events(request: Request, state: AppState) -> Any:
-    queue = state.events.subscribe()
     org = request.query_params.get("org")
+    return UsageEventStream(state.events, lambda event: org is None or event["org_id"] == org)
 
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            yield b": connected\n\n"
-            while True:
-                event = await queue.get()
-                if org is None or event["org_id"] == org:
-                    yield data_frame(orjson.dumps(event))
-        finally:
-            state.events.unsubscribe(queue)
 
-    return sse_response(frames())
+# ---- people (the console's users, memberships, invitations) -------------------------------
+
+
+async def list_users(request: Request, state: AppState) -> Any:
+    return {"object": "list", "data": await state.console.people.list_users()}
+
+
+async def create_user(request: Request, state: AppState) -> Any:
+    body = await _body(request)
+    return await state.console.people.create_user(body.get("email"), body.get("display_name"), body.get("password"),
+                                                  is_operator=body.get("is_operator") is True)
+
+
+async def add_membership(request: Request, state: AppState) -> Any:
+    body = await _body(request)
+    user = await state.console.people.get_user(request.path_params["user"])
+    org = await state.admin.get_org(str(body.get("org_id") or body.get("org") or ""))
+    await state.console.people.add_membership(user["id"], org["id"], body.get("role", "member"))
+    return {"object": "membership", "user_id": user["id"], "org_id": org["id"], "role": body.get("role", "member")}
+
+
+async def remove_membership(request: Request, state: AppState) -> Any:
+    user = await state.console.people.get_user(request.path_params["user"])
+    org = await state.admin.get_org(request.path_params["org"])
+    await state.console.people.remove_membership(user["id"], org["id"])
+    return {"object": "membership", "user_id": user["id"], "org_id": org["id"], "deleted": True}
+
+
+async def create_invitation(request: Request, state: AppState) -> Any:
+    body = await _body(request)
+    org = await state.admin.get_org(str(body.get("org_id") or body.get("org") or ""))
+    email = body.get("email")
+    token, invitation = await state.console.people.invite(
+        org["id"], str(body.get("role", "member")), email if isinstance(email, str) and email else None, None,
+        state.console.settings.setup_link_hours * 7)
+    invitation["url"] = f"{str(request.base_url).rstrip('/')}/console/invite/{token}"  # shown once
+    return invitation
+
+
+async def list_invitations(request: Request, state: AppState) -> Any:
+    return {"object": "list", "data": await state.console.people.list_invitations(request.query_params.get("org"))}
 
 
 def routes() -> list[Route]:
@@ -157,4 +186,10 @@ def routes() -> list[Route]:
         Route(f"{p}/keys/{{key_id}}", _admin(revoke_key), methods=["DELETE"]),
         Route(f"{p}/usage", _admin(usage), methods=["GET"]),
         Route(f"{p}/usage/events", _admin(usage_events), methods=["GET"]),
+        Route(f"{p}/users", _admin(list_users), methods=["GET"]),
+        Route(f"{p}/users", _admin(create_user), methods=["POST"]),
+        Route(f"{p}/users/{{user}}/memberships", _admin(add_membership), methods=["POST"]),
+        Route(f"{p}/users/{{user}}/memberships/{{org}}", _admin(remove_membership), methods=["DELETE"]),
+        Route(f"{p}/invitations", _admin(create_invitation), methods=["POST"]),
+        Route(f"{p}/invitations", _admin(list_invitations), methods=["GET"]),
     ]

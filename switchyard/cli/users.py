@@ -1,0 +1,110 @@
+"""`switchyard users`: the console's people, straight on the database (like `orgs` and `keys`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from switchyard.accounts.admin import AccountsAdmin
+from switchyard.cli.admin import Json, add_row, emit, run, show, when
+from switchyard.config import load_settings
+from switchyard.console.first_run import console_url, new_setup_token
+from switchyard.console.people import People
+
+users = typer.Typer(no_args_is_help=True, add_completion=False,
+                    help="Console users: create, list, add to or remove from an organisation, invite.")
+
+
+def render_users(listing: Any) -> None:
+    table = Table("id", "email", "name", "operator", "organisations", "since")
+    for u in listing["data"]:
+        orgs = ", ".join(f"{m['org_name']} ({m['role']})" for m in u["memberships"]) or "-"
+        add_row(table, u["id"], u["email"], u["display_name"], "yes" if u["is_operator"] else "", orgs, when(u["created_at"]))
+    show(table)
+
+
+@users.command("list")
+def users_list(as_json: Json = False) -> None:
+    async def go(admin: AccountsAdmin) -> Any:
+        return {"object": "list", "data": await People(admin.engine).list_users()}
+
+    emit(run(go), as_json, render_users)
+
+
+@users.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="Their sign-in address.")],
+    name: Annotated[Optional[str], typer.Option(help="Display name (default: the part before @).")] = None,
+    operator: Annotated[bool, typer.Option(help="A platform operator: sees every organisation.")] = False,
+    org: Annotated[Optional[str], typer.Option(help="Also make them a member of this organisation (id or name).")] = None,
+    role: Annotated[str, typer.Option(help="Their role there: owner, member or billing.")] = "member",
+    as_json: Json = False,
+) -> None:
+    """Create a user; the password is asked for (never an argument, so it stays out of shell history)."""
+    password = typer.prompt("Password (at least 10 characters)", hide_input=True, confirmation_prompt=True)
+
+    async def go(admin: AccountsAdmin) -> Any:
+        people = People(admin.engine)
+        user = await people.create_user(email, name, password, is_operator=operator)
+        if org:
+            await people.add_membership(user["id"], (await admin.get_org(org))["id"], role)
+        return user
+
+    emit(run(go), as_json, lambda u: typer.echo(f"created {u['id']} <{u['email']}>"))
+
+
+@users.command("add")
+def users_add(
+    user: Annotated[str, typer.Argument(help="User id or email.")],
+    org: Annotated[str, typer.Argument(help="Organisation id or name.")],
+    role: Annotated[str, typer.Option(help="owner, member or billing.")] = "member",
+) -> None:
+    """Add a user to an organisation (or change their role there)."""
+    async def go(admin: AccountsAdmin) -> str:
+        people = People(admin.engine)
+        found, o = await people.get_user(user), await admin.get_org(org)
+        await people.add_membership(found["id"], o["id"], role)
+        return f"{found['email']} is {role} of {o['name']}"
+
+    typer.echo(run(go))
+
+
+@users.command("remove")
+def users_remove(
+    user: Annotated[str, typer.Argument(help="User id or email.")],
+    org: Annotated[str, typer.Argument(help="Organisation id or name.")],
+) -> None:
+    async def go(admin: AccountsAdmin) -> str:
+        people = People(admin.engine)
+        found, o = await people.get_user(user), await admin.get_org(org)
+        await people.remove_membership(found["id"], o["id"])
+        return f"{found['email']} is no longer in {o['name']}"
+
+    typer.echo(run(go))
+
+
+@users.command("invite")
+def users_invite(
+    org: Annotated[str, typer.Argument(help="Organisation id or name.")],
+    role: Annotated[str, typer.Option(help="owner, member or billing.")] = "member",
+    email: Annotated[Optional[str], typer.Option(help="Only this address may accept.")] = None,
+) -> None:
+    """Print a one-time invitation link into an organisation."""
+    settings = load_settings()
+
+    async def go(admin: AccountsAdmin) -> str:
+        o = await admin.get_org(org)
+        token, _ = await People(admin.engine).invite(o["id"], role, email, None, settings.console.setup_link_hours * 7)
+        return f"{console_url(settings)}/invite/{token}"
+
+    typer.echo(run(go))
+
+
+@users.command("setup-link")
+def users_setup_link() -> None:
+    """A new one-time link for the first operator (while there is none); earlier links stop working."""
+    settings = load_settings()
+    token = run(lambda admin: new_setup_token(People(admin.engine), settings.console.setup_link_hours))
+    typer.echo(f"{console_url(settings)}/setup/{token}" if token else "an operator exists already: sign in instead")
