@@ -196,5 +196,39 @@ async def signup(request: Request) -> Response:
     return await _signed_in(request, user["id"], f"/console/o/{org['id']}")
 
 
+async def account(visit: Visit) -> Response:
+    """Your own account: change the password, see and end your sessions."""
+    console = _console(visit.request)
+    message = None
+    if visit.request.method == "POST":
+        form = visit.form
+        assert form is not None
+        action = form.get("action")
+        if action == "password":
+            try:
+                await console.people.login(visit.user["email"], str(form.get("current") or ""),
+                                           console.settings.login_max_failures,
+                                           int(console.settings.lockout_minutes * 60_000))
+            except LoginRefused:
+                return render(visit, "account.html", await _account_data(visit, "The current password is wrong."),
+                              status=400)
+            await console.people.set_password(visit.user["id"], form.get("new"))
+            ended = await console.sessions.revoke_all(visit.user["id"], keep=visit.session.id)
+            message = f"Password changed; {ended} other session(s) signed out."
+        elif action == "sign_out_others":
+            ended = await console.sessions.revoke_all(visit.user["id"], keep=visit.session.id)
+            message = f"{ended} other session(s) signed out."
+    return render(visit, "account.html", await _account_data(visit, None, message))
+
+
+async def _account_data(visit: Visit, error: str | None, message: str | None = None) -> dict[str, Any]:
+    sessions = await _console(visit.request).sessions.active(visit.user["id"])
+    for s in sessions:
+        s["current"] = visit.session.id.startswith(s["id"])
+    return {"user": visit.user, "sessions": sessions, "error": error, "message": message,
+            "memberships": [{"org_id": m.org_id, "org_name": m.org_name, "role": m.role} for m in visit.memberships]}
+
+
 logout_page = page(logout, org=False)
+account_page = page(account, org=False)
 home_page = page(home, org=False)

@@ -109,6 +109,13 @@ async def org_detail(visit: Visit) -> Response:
             await state.admin.update_org(org_id, {
                 "tier": str(form.get("tier")), "price_multiplier": str(form.get("price_multiplier")),
                 "prepaid": form.get("billing_mode") == "prepaid", "overdraft_usd": str(form.get("overdraft_usd") or "0")})
+        elif action in ("member_role", "member_remove"):
+            people = state.console.people
+            user = await people.get_user(str(form.get("user_id") or ""))
+            if action == "member_role":
+                await people.add_membership(user["id"], org_id, str(form.get("role")))
+            else:
+                await people.remove_membership(user["id"], org_id)
         elif action == "invite":
             email = str(form.get("email") or "").strip() or None
             token, invitation = await visit.request.app.state.sy.console.people.invite(

@@ -34,6 +34,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/", auth_pages.home_page, methods=["GET"]),
         Route("/console/login", auth_pages.login, methods=["GET", "POST"]),
         Route("/console/logout", auth_pages.logout_page, methods=["POST"]),
+        Route("/console/account", auth_pages.account_page, methods=["GET", "POST"]),
         Route("/console/setup/{token}", auth_pages.setup, methods=["GET", "POST"]),
         Route("/console/invite/{token}", auth_pages.invite, methods=["GET", "POST"]),
         Route("/console/signup", auth_pages.signup, methods=["GET", "POST"]),

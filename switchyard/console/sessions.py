@@ -85,11 +85,13 @@ class Sessions:
             await conn.execute(update(console_sessions).where(console_sessions.c.id == session_id)
                                .values(revoked_at=now_ms()))
 
-    async def revoke_all(self, user_id: str) -> int:
+    async def revoke_all(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of the user (but `keep`, the one asking); how many ended."""
+        conditions = [console_sessions.c.user_id == user_id, console_sessions.c.revoked_at.is_(None)]
+        if keep is not None:
+            conditions.append(console_sessions.c.id != keep)
         async with self.engine.begin() as conn:
-            result = await conn.execute(update(console_sessions).where(and_(
-                console_sessions.c.user_id == user_id, console_sessions.c.revoked_at.is_(None)))
-                .values(revoked_at=now_ms()))
+            result = await conn.execute(update(console_sessions).where(and_(*conditions)).values(revoked_at=now_ms()))
         return int(result.rowcount or 0)
 
     async def active(self, user_id: str) -> list[dict[str, Any]]:

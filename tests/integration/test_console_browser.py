@@ -55,6 +55,8 @@ def shoot(page: Page, name: str) -> None:
             page.set_viewport_size(size)
             page.wait_for_timeout(150)  # the charts redraw at the new width
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{scheme}-{label}.png"), full_page=True)
+            # Nothing sticks out sideways: wide tables scroll inside their box, not the page.
+            assert page.evaluate("document.documentElement.scrollWidth") <= size["width"], f"{name} at {label}"
     page.emulate_media(color_scheme="light")
     page.set_viewport_size(DESKTOP)
 
@@ -152,6 +154,9 @@ def test_from_setup_link_to_a_live_request(browser: Browser, gw: Gateway) -> Non
         page.click(f"nav >> text={nav}")
         expect(page.locator("h1")).to_have_text(nav)
         shoot(page, name)
+    page.click("header >> text=Casey Customer")
+    expect(page.locator("h1")).to_have_text("Your account")
+    shoot(page, "account")
     page.goto(f"/console/o/{org_id}/billing/statement")
     expect(page.locator(".statement")).to_contain_text("first purchase")
     shoot(page, "statement")

@@ -182,3 +182,40 @@ def test_public_pricing_and_the_request_lookup_api(gw: Gateway, two_orgs: dict) 
     assert other.status_code == 404 and other.json()["error"]["param"] == "request_id"
     bad = httpx.get(f"{gw.base_url}/requests", headers=headers, params={"limit": 0})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+
+
+def test_your_sessions_end_when_you_say_so_or_change_the_password(gw: Gateway, op: Browserless) -> None:
+    org = create_org(op, "Sessions Co", None)
+    first = join(gw, invite_link(op, org), "sam@sessions.example")
+    second = Browserless(gw)
+    assert second.login("sam@sessions.example").status_code == 303
+    account = first.http.get("/console/account?format=json").json()
+    assert len(account["sessions"]) == 2 and sum(s["current"] for s in account["sessions"]) == 1
+    assert first.post("/console/account", {"action": "sign_out_others"}).status_code == 200
+    assert second.http.get(f"/console/o/{org}").status_code == 303  # to the login page
+    assert first.http.get(f"/console/o/{org}").status_code == 200
+
+    third = Browserless(gw)
+    assert third.login("sam@sessions.example").status_code == 303
+    wrong = first.post("/console/account", {"action": "password", "current": "not it at all", "new": "x" * 12})
+    assert wrong.status_code == 400
+    changed = first.post("/console/account", {"action": "password", "current": PASSWORD, "new": "a brand new password"})
+    assert changed.status_code == 200 and "1 other session(s) signed out" in changed.text
+    assert third.http.get(f"/console/o/{org}").status_code == 303
+    assert Browserless(gw).login("sam@sessions.example").status_code == 401
+    assert Browserless(gw).login("sam@sessions.example", "a brand new password").status_code == 303
+
+
+def test_an_operator_changes_roles_and_removes_people(gw: Gateway, op: Browserless) -> None:
+    org = create_org(op, "Roles Co", None)
+    pat = join(gw, invite_link(op, org, "member"), "pat@roles.example")
+    assert pat.http.get(f"/console/o/{org}/billing").status_code == 404
+    user_id = next(u["id"] for u in op.http.get("/console/operator/users?format=json").json()["data"]
+                   if u["email"] == "pat@roles.example")
+    assert op.post(f"/console/operator/orgs/{org}", {"action": "member_role", "user_id": user_id,
+                                                      "role": "billing"}).status_code == 303
+    assert pat.http.get(f"/console/o/{org}/billing").status_code == 200
+    bad = op.post(f"/console/operator/orgs/{org}", {"action": "member_role", "user_id": user_id, "role": "god"})
+    assert bad.status_code == 400 and "role" in bad.text
+    assert op.post(f"/console/operator/orgs/{org}", {"action": "member_remove", "user_id": user_id}).status_code == 303
+    assert pat.http.get(f"/console/o/{org}").status_code == 404
