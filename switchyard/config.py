@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+LOCAL_EMBEDDING_MODEL = "multilingual-e5-small"
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_ALIAS = "default"
 # How a model group orders its deployments (after filtering by capability, size and health):
@@ -250,7 +251,10 @@ def embedded_models(timeouts: Timeouts = Timeouts()) -> dict[str, tuple[Deployme
     """With no models configured, serve the local model so the first request works offline."""
     dep = DeploymentConfig(provider="local", model=LOCAL_MODEL_NAME, catalog=LOCAL_MODEL_NAME, id="local",
                            timeouts=timeouts)
-    return {LOCAL_MODEL_NAME: (dep,)}
+    # Embeddings offline too; the model loads on the first embedding request, not at start.
+    embedder = DeploymentConfig(provider="local", model=LOCAL_EMBEDDING_MODEL, catalog=LOCAL_EMBEDDING_MODEL,
+                                id="local-embeddings", timeouts=timeouts)
+    return {LOCAL_MODEL_NAME: (dep,), LOCAL_EMBEDDING_MODEL: (embedder,)}
 
 
 def _optional_positive(value: Any, where: str) -> int | None:

@@ -26,7 +26,7 @@ from switchyard.metering.cost import TokenUsage, usd
 from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, Quote
 from switchyard.metering.tokens import acount_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported, unreported
-from switchyard.providers import ChatCall, ResponsesCall, ResponsesUnsupported
+from switchyard.providers import ChatCall, EmbedCall, ResponsesCall, ResponsesUnsupported
 from switchyard.responses.compaction import (
     MAX_SUMMARY_TOKENS, compaction_fields, compaction_from_chat, native_compaction_body, summary_chat,
 )
@@ -40,6 +40,7 @@ from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
+from switchyard.wire.embeddings import embeddings_object, parse_embeddings_request
 from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
 from switchyard.wire.responses import ResponsesRequest, input_items, new_id, parse_responses_request
 from switchyard.wire.responses_chat import ResponseEvents, chat_body, dropped_tools, response_from_chat
@@ -255,6 +256,47 @@ class Gateway:
             outcome.headers["x-switchyard-dropped-tools"] = ", ".join(dropped)
             log.info("request %s: deployment %s cannot run hosted tools %s; left out",
                      request_id, outcome.deployment.id, ", ".join(dropped))
+        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome.headers.update(limit_headers)
+        return outcome
+
+    async def embed(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
+        """`POST /v1/embeddings`: billed per input token, held at the inputs' byte bound."""
+        trace = _trace(raw, principal, request_id, "/v1/embeddings", False)
+        return await self._traced(trace, self._embed(raw, trace))
+
+    async def _embed(self, raw: Any, trace: _Trace) -> Outcome:
+        principal, request_id = trace.principal, trace.request_id
+        req = parse_embeddings_request(raw)
+        # Admission, limits and settlement see the inputs as one prompt of that many messages.
+        if req.texts is not None:
+            chat, extra = [{"role": "user", "content": t} for t in req.texts], 0
+        else:  # a token is at least one byte of bound: the count itself bounds the bill
+            chat, extra = [{"role": "user", "content": "."}] * req.count, sum(len(t) for t in req.token_ids or ())
+        request = parse_chat_request({"model": req.model, "messages": chat, "max_completion_tokens": 1})
+        public, group, decision = self._resolve(request, request_id)
+        if not principal.may_use(public):
+            raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
+        group = [dep for dep in group if "embeddings" in dep.spec.endpoints]
+        if not group:
+            raise invalid_request(f"Model `{req.model}` does not serve embeddings.", param="model",
+                                  code="unsupported_endpoint")
+        quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=extra)
+        # Each input is sized by its deployment (a window per input, not per request).
+        candidates = self.router.candidates(request, group, self.table.strategy(public), lambda dep: 1, 0)
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates,
+                                                         endpoint="/v1/embeddings")
+        trace.ticket, trace.limit_headers = ticket, limit_headers
+
+        async def embed_at(dep: Deployment) -> dict[str, Any]:
+            await self._deployment_limits(dep, ticket.rate_tokens)
+            embedded = await dep.provider.embed(EmbedCall(req, dep.config.model, request_id))
+            body = embeddings_object(embedded.vectors, public, embedded.prompt_tokens or 0, req.encoding_format)
+            if embedded.prompt_tokens is None:
+                del body["usage"]  # counted at settlement, as the deployment counts
+            return body
+
+        outcome = await self._answered(ticket, candidates, embed_at, None, None)
         outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome

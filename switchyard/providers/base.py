@@ -25,7 +25,8 @@ from switchyard.providers.http import (
     HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, proxy_for, tls_context,
     transport_error,
 )
-from switchyard.wire.errors import GatewayError
+from switchyard.wire.embeddings import EmbeddingsRequest
+from switchyard.wire.errors import GatewayError, invalid_request
 from switchyard.wire.chat import ChatRequest
 
 
@@ -51,6 +52,21 @@ class ChatCall:
     # The most one choice may generate: the client's own limit, or the reservation cap or
     # deployment default standing in for a missing one; None leaves it to the model.
     output_limit: int | None = None
+
+
+@dataclass(slots=True)
+class EmbedCall:
+    """One attempt at embedding at one deployment."""
+
+    request: EmbeddingsRequest
+    upstream_model: str
+    request_id: str
+
+
+@dataclass(slots=True)
+class Embedded:
+    vectors: list[list[float]]  # in input order
+    prompt_tokens: int | None  # as the upstream counted them, when it says
 
 
 @dataclass(slots=True)
@@ -128,6 +144,11 @@ class Provider(ABC):
     def native_responses(self) -> bool:
         """True when the upstream serves `/responses` itself; else the gateway translates to chat."""
         return False
+
+    async def embed(self, call: EmbedCall) -> Embedded:
+        """One vector per input. Only for deployments whose catalog entry lists `embeddings`."""
+        raise invalid_request(f"Deployment {self.deployment.id} does not serve embeddings.", param="model",
+                              code="unsupported_endpoint")
 
     async def respond(self, call: ResponsesCall) -> dict[str, Any]:
         """Return a complete Responses API `response` object (only if `native_responses`)."""

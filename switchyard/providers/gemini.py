@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import orjson
 
-from switchyard.providers.base import ChatCall, HTTPProvider
+from switchyard.providers.base import ChatCall, EmbedCall, Embedded, HTTPProvider
 from switchyard.providers.overflow import is_overflow
 from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
@@ -131,6 +131,35 @@ class GeminiProvider(HTTPProvider):
         payload = orjson.dumps(to_gemini(call.request, call.body, self.thinking_config(call.request.reasoning_effort),
                                          output_limit=call.output_limit))
         return await self.post(self._path(call.upstream_model, stream), payload, map_error, stream=stream)
+
+    # ------------------------------------------------------------------ embeddings
+    async def embed(self, call: EmbedCall) -> Embedded:
+        """`batchEmbedContents`, one request per input. Its answer has no token count: the
+        gateway counts the inputs with `countTokens`."""
+        req = call.request
+        if req.texts is None:
+            raise invalid_request(f"Model {req.model} embeds text: token arrays are for OpenAI's models.", param="input")
+        model = "models/" + call.upstream_model.removeprefix("models/")
+        one: dict[str, Any] = {"model": model}
+        if req.dimensions is not None:
+            one["outputDimensionality"] = req.dimensions
+        body = {"requests": [{**one, "content": {"parts": [{"text": text}]}} for text in req.texts]}
+        path = f"{self._prefix}/models/{quote(model.removeprefix('models/'), safe='-._~')}:batchEmbedContents"
+        resp = await self.post(path, orjson.dumps(body), map_error)
+        try:
+            raw = await resp.read()
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, self.deployment.id) from None
+        try:
+            data = orjson.loads(raw)
+            vectors = [[float(v) for v in item["values"]] for item in data["embeddings"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid embeddings answer.",
+                                 code="upstream_invalid_response") from None
+        if len(vectors) != req.count:
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned {len(vectors)} embeddings for "
+                                 f"{req.count} inputs.", code="upstream_invalid_response")
+        return Embedded(vectors, None)
 
     # ------------------------------------------------------------------ calls
     async def chat(self, call: ChatCall) -> dict[str, Any]:

@@ -8,6 +8,7 @@ ask). Streams are relayed event by event as they arrive.
 from __future__ import annotations
 
 import logging
+import struct
 from contextlib import aclosing
 from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Mapping
@@ -15,12 +16,13 @@ from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, HTTPProvider, ResponsesCall, ResponsesUnsupported
+from switchyard.providers.base import ChatCall, EmbedCall, Embedded, HTTPProvider, ResponsesCall, ResponsesUnsupported
 from switchyard.catalog import ModelSpec
 from switchyard.config import ConfigError, DeploymentConfig
 from switchyard.providers.compatible_counts import KINDS as COUNT_KINDS
 from switchyard.providers.compatible_counts import CompatibleCounter
 from switchyard.wire.chat import ChatRequest
+from switchyard.wire.embeddings import decode_vector
 from switchyard.providers.overflow import is_overflow
 from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
@@ -195,6 +197,26 @@ class OpenAIProvider(HTTPProvider):
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
+
+    async def embed(self, call: EmbedCall) -> Embedded:
+        """Passed through (the client's fields, unknown ones included), vectors asked for as
+        base64 (a quarter of the bytes) and handed back as floats for the gateway to encode."""
+        req = call.request
+        body = {**req.raw, "model": call.upstream_model, "encoding_format": "base64"}
+        resp = await self.post("/embeddings", orjson.dumps(body), map_error)
+        data = await self._read_json(resp)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != req.count:
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid embeddings answer.",
+                                 code="upstream_invalid_response")
+        try:
+            vectors = [decode_vector(item["embedding"]) for item in sorted(items, key=lambda i: i["index"])]
+        except (KeyError, TypeError, ValueError, struct.error):
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an unreadable embedding.",
+                                 code="upstream_invalid_response") from None
+        usage = data.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return Embedded(vectors, tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None)
 
     async def _send(self, call: ChatCall, stream: bool) -> Response:
         return await self.post("/chat/completions", self._payload(call, stream), map_error, stream=stream)

@@ -67,7 +67,7 @@ class StandInGemini(ThreadedStandIn):
         body = await request.json()
         self.received.append(Received(request.path, dict(request.query), dict(request.headers), body))
         model, _, method = request.match_info["call"].partition(":")
-        if method not in ("generateContent", "streamGenerateContent", "countTokens"):
+        if method not in ("generateContent", "streamGenerateContent", "countTokens", "batchEmbedContents"):
             return error(404, f"Method {method} not found.")
         if request.headers.get("x-goog-api-key") != "gm-upstream-secret":
             return error(403, "Method doesn't allow unregistered callers.")
@@ -75,6 +75,8 @@ class StandInGemini(ThreadedStandIn):
             self.received.pop()  # kept apart: tests read `received` for what was generated
             self.counts.append(body)
             return web.json_response({"totalTokens": count_tokens(body.get("generateContentRequest") or body)})
+        if method == "batchEmbedContents":
+            return embeddings(body)
         behaviour = model.removeprefix("gemini-")
         if behaviour == "small" and count_tokens(body) > 100:
             return error(400, f"The input token count ({count_tokens(body)}) exceeds the maximum number of tokens "
@@ -201,3 +203,14 @@ def merge(events: list[dict[str, Any]]) -> dict[str, Any]:
     if candidates:
         out["candidates"] = [candidates[i] for i in sorted(candidates)]
     return out
+
+
+def embeddings(body: dict[str, Any]) -> web.Response:
+    """`batchEmbedContents`: a vector per request (length `outputDimensionality`, default 6), and,
+    as Gemini does, no token count."""
+    out = []
+    for one in body["requests"]:
+        text = "".join(p.get("text", "") for p in one["content"]["parts"])
+        dims = int(one.get("outputDimensionality") or 6)
+        out.append({"values": [((ord(text[k % len(text)]) + k) % 13) / 13 for k in range(dims)]})
+    return web.json_response({"embeddings": out})

@@ -37,8 +37,10 @@ A missing `model` or `input` is a 400 as from OpenAI (param set, code missing_re
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -71,6 +73,37 @@ class StandInUpstream(ThreadedStandIn):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/responses/compact", self._compact)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's embeddings: one vector per input (pseudo-random by text, unit length, 8 or
+        `dimensions` floats), base64 float32s when asked; usage counts a token per 4 bytes (at
+        least 1) of every text, or the token ids. `status-N` models fail like OpenAI."""
+        body = await request.json()
+        self.received.append(Received(request.path, dict(request.headers), body))
+        behaviour = str(body.get("model"))
+        if behaviour.startswith("status-"):
+            status = int(behaviour.split("-", 1)[1])
+            return web.json_response({"error": {"message": f"stand-in failure {status}", "type": "server_error",
+                                                "param": None, "code": None}}, status=status)
+        value = body["input"]
+        inputs = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) else value
+        dims = int(body.get("dimensions") or 8)
+        data, tokens = [], 0
+        for i, item in enumerate(inputs):
+            seed = (item if isinstance(item, str) else ",".join(map(str, item))).encode()
+            raw = [((b * 31 + k * 17) % 97) / 97 + 0.01 for k, b in enumerate((seed * dims)[:dims])]
+            norm = sum(v * v for v in raw) ** 0.5
+            vector = [v / norm for v in raw]
+            tokens += max(1, len(seed) // 4) if isinstance(item, str) else len(item)
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        if behaviour == "shuffled":
+            data.reverse()  # OpenAI orders by index; a client must not rely on the list order
+        return web.json_response({"object": "list", "data": data, "model": behaviour,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -14,10 +14,11 @@ from typing import Any
 import orjson
 
 from switchyard.config import ConfigError
-from switchyard.providers.base import ChatCall, Provider
+from switchyard.providers.base import ChatCall, EmbedCall, Embedded, Provider
 from switchyard.providers.local.engine import (
     Finished, GenerationTimeout, LocalEngine, Piece, Sampling, default_model_path,
 )
+from switchyard.providers.local.embedder import shared_embedder
 from switchyard.providers.local.grammar import TOOL_OPEN, json_grammar, tool_grammar
 from switchyard.providers.local.prompt import PromptBuilder
 from switchyard.providers.local.toolcalls import ToolCallStream, parse_tool_calls
@@ -26,6 +27,7 @@ from switchyard.wire.errors import invalid_request, upstream_error
 
 _TOKENIZE_INLINE = 64 * 1024  # characters: shorter prompts are tokenized on the loop (a thread hop costs more)
 DEFAULT_MAX_TOKENS = 512  # for requests without a limit, unless the deployment sets default_max_tokens
+EMBEDDING_DIMENSIONS = 384  # multilingual-e5-small
 # One engine per model file and worker, shared by every deployment that names the file.
 _engines: dict[tuple[str, int, int], LocalEngine] = {}
 
@@ -42,6 +44,8 @@ class LocalProvider(Provider):
 
     async def start(self) -> None:
         opts = self.deployment.options
+        if "chat.completions" not in self.spec.endpoints:
+            return  # an embedding deployment: its model loads on first use (embedder.py)
         path = Path(opts["model_path"]).expanduser() if opts.get("model_path") else default_model_path()
         if not path.is_file():
             raise ConfigError(f"deployment {self.deployment.id}: model file not found: {path}")
@@ -57,6 +61,24 @@ class LocalProvider(Provider):
         self.prompts = PromptBuilder(engine.chat_template, engine.bos_token, engine.eos_token)
         self.default_temperature = float(opts.get("temperature", 1.0))
         self.fingerprint = "fp_" + hashlib.sha256(path.name.encode()).hexdigest()[:10]
+
+    async def embed(self, call: EmbedCall) -> Embedded:
+        req = call.request
+        if "embeddings" not in self.spec.endpoints:
+            return await super().embed(call)
+        if req.texts is None:
+            raise invalid_request(f"Model {req.model} embeds text: token arrays are for OpenAI's models.", param="input")
+        if req.dimensions is not None and req.dimensions != EMBEDDING_DIMENSIONS:
+            raise invalid_request(f"Model {req.model} has {EMBEDDING_DIMENSIONS} dimensions and cannot shorten them.",
+                                  param="dimensions")
+        embedder = shared_embedder(self.deployment.options.get("threads"))
+        counts = await embedder.token_counts(list(req.texts))
+        window = self.spec.context_window
+        for i, count in enumerate(counts):
+            if count > window:
+                raise invalid_request(f"input[{i}] is {count} tokens; model {req.model} takes at most {window}.",
+                                      param="input", code="context_length_exceeded")
+        return Embedded(await embedder.embed(list(req.texts)), sum(counts))
 
     async def close(self) -> None:
         for key, engine in list(_engines.items()):

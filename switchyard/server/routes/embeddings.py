@@ -1,0 +1,13 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.gateway import Gateway
+from switchyard.server.model_call import model_call
+
+
+async def create_embeddings(request: Request) -> Response:
+    return await model_call(request, Gateway.embed)
