@@ -41,6 +41,7 @@ from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
 from switchyard.wire.embeddings import embeddings_object, parse_embeddings_request
+from switchyard.wire.messages import MessageEvents, chat_from_messages, message_from_completion
 from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
 from switchyard.wire.responses import ResponsesRequest, input_items, new_id, parse_responses_request
 from switchyard.wire.responses_chat import ResponseEvents, chat_body, dropped_tools, response_from_chat
@@ -128,7 +129,8 @@ class Gateway:
                                   param="model", code="unsupported_endpoint")
         quote = Quote(request, self.billing.reserve_cap(principal))
         candidates = await self._candidates(quote, group, public)
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates, batch=batch)
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates,
+                                                         endpoint=trace.endpoint, batch=batch)
         trace.ticket, trace.limit_headers = ticket, limit_headers
         ttl = cache_ttl(raw, principal.key.cache_ttl)
         upstream_body = strip_cache_fields(raw) if "cache" in raw or "switchyard_cache" in raw else raw
@@ -258,6 +260,20 @@ class Gateway:
                      request_id, outcome.deployment.id, ", ".join(dropped))
         outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
+        return outcome
+
+    async def messages(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
+        """Anthropic's `POST /v1/messages`: served as the chat completion it asks for, by any
+        deployment, and answered as a message (or Anthropic's stream events)."""
+        body = chat_from_messages(raw)
+        trace = _trace(body, principal, request_id, "/v1/messages", False)
+        outcome = await self._traced(trace, self._chat(body, trace, None))
+        model = str(raw["model"])
+        if outcome.frames is None:
+            assert outcome.body is not None
+            outcome.body = message_from_completion(outcome.body, model)
+            return outcome
+        outcome.frames = _message_events(outcome.frames, MessageEvents(model))
         return outcome
 
     async def embed(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
@@ -653,6 +669,29 @@ def _at_most(count: int, limit: int, param: str) -> None:
     if count > limit:
         raise invalid_request(f"Invalid '{param}': {count:,} items, at most {limit:,} are allowed in one request.",
                               param=param, code="array_above_max_length")
+
+
+async def _message_events(frames: AsyncIterator[bytes], events: MessageEvents) -> AsyncGenerator[bytes, None]:
+    """A chat completion stream's SSE frames as Anthropic's events (the bill is settled by the
+    chat stream before its last frame, as for chat)."""
+    yield events.start()
+    try:
+        async for piece in frames:
+            out = b""
+            for line in piece.split(b"\n"):
+                if not line.startswith(b"data: ") or line == DONE.strip():
+                    continue
+                chunk = orjson.loads(line[6:])
+                if "error" in chunk and not chunk.get("choices"):
+                    out += events.error(str((chunk["error"] or {}).get("message") or "upstream error"))
+                    yield out
+                    return
+                out += events.chunk(chunk)
+            if out:
+                yield out
+        yield events.end()
+    finally:
+        await frames.aclose()  # type: ignore[attr-defined]
 
 
 def _trace(raw: Any, principal: Principal, request_id: str, endpoint: str, batch: bool) -> _Trace:

@@ -91,6 +91,17 @@ async def _feed(conn: AsyncConnection, entity: str, entity_id: str) -> None:
     await conn.execute(insert(changes).values(entity=entity, entity_id=entity_id, created_at=now_ms()))
 
 
+def valid_org_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_request("'name' is required.", param="name")
+    name = value.strip()
+    if len(name) > 200:
+        raise invalid_request("'name' may have at most 200 characters.", param="name")
+    if name.startswith(("org_", "key_")):  # lookups take an id or a name: a name must not read as an id
+        raise invalid_request("An organization name cannot start with 'org_' or 'key_'.", param="name")
+    return name
+
+
 def _bool(value: Any, param: str) -> bool:
     if not isinstance(value, bool):
         raise invalid_request(f"'{param}' must be true or false.", param=param)
@@ -146,12 +157,10 @@ class AccountsAdmin:
     # ---- organisations -------------------------------------------------------------------
 
     async def create_org(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        name = body.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise invalid_request("'name' is required.", param="name")
+        name = valid_org_name(body.get("name"))
         t = now_ms()
         values = {
-            "id": "org_" + secrets.token_hex(10), "name": name.strip(),
+            "id": "org_" + secrets.token_hex(10), "name": name,
             "tier": self._tier(body.get("tier", "tier-1")),
             "price_multiplier": _multiplier(body.get("price_multiplier", "1")),
             "prepaid": _bool(body.get("prepaid", True), "prepaid"), "balance_nanos": 0,
@@ -170,9 +179,11 @@ class AccountsAdmin:
         return await self.get_org(values["id"])
 
     async def get_org(self, ref: str) -> dict[str, Any]:
+        """By id, else by name (an id always wins: names cannot look like ids)."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(organizations).where(
-                (organizations.c.id == ref) | (organizations.c.name == ref)))).first()
+            row = (await conn.execute(select(organizations).where(organizations.c.id == ref))).first()
+            if row is None:
+                row = (await conn.execute(select(organizations).where(organizations.c.name == ref))).first()
         if row is None:
             raise not_found(f"No organization '{ref}'.", param="org")
         return org_object(row)
@@ -201,7 +212,7 @@ class AccountsAdmin:
         if "name" in body:
             if not isinstance(body["name"], str) or not body["name"].strip():
                 raise invalid_request("'name' must be a non-empty string.", param="name")
-            values["name"] = body["name"].strip()
+            values["name"] = valid_org_name(body["name"])
         if not values:
             raise invalid_request("Nothing to update.")
         values["updated_at"] = now_ms()

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from switchyard.accounts.admin import to_nanos
+from switchyard.accounts.admin import to_nanos, valid_org_name
 from switchyard.console import Console
 from switchyard.console.people import LoginRefused
 from switchyard.console.sessions import COOKIE
@@ -179,7 +179,10 @@ async def signup(request: Request) -> Response:
     if not console.logins.allow(_client(request)):
         return render(None, "signup.html", {**data, "error": "Too many attempts from here. Wait a few minutes."},
                       status=429, request=request)
-    name = fields["org_name"].strip() or f"{fields['email'].split('@')[0]}'s organisation"
+    try:
+        name = valid_org_name(fields["org_name"].strip() or f"{fields['email'].split('@')[0]}'s organisation")
+    except GatewayError as err:
+        return render(None, "signup.html", {**data, "error": err.message}, status=err.status, request=request)
     if any(o["name"] == name for o in await state.admin.list_orgs()):
         return render(None, "signup.html", {**data, "error": f"An organisation named '{name}' already exists."},
                       status=409, request=request)

@@ -26,15 +26,21 @@ COOKIE = "sy_console"
 
 def console_secret(data_dir: Path) -> bytes:
     """The key that signs session cookies: made once per data directory, readable only by its
-    owner; every worker and every restart reads the same one."""
+    owner; every worker and every restart reads the same one. Published whole with a hard
+    link, so a worker starting at the same moment never reads a half-written file."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "console_secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32))
+    if not path.exists():
+        tmp = data_dir / f".console_secret.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another worker published first: use theirs
+        finally:
+            tmp.unlink()
     return bytes.fromhex(path.read_text().strip())
 
 

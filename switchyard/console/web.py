@@ -144,6 +144,8 @@ def page(handler: Handler, need: str | None = None, org: bool = True, operator: 
                 visit.org = await request.app.state.sy.admin.get_org(org_id)
             except GatewayError:
                 return not_found_page(request, visit)
+            if visit.org["id"] != org_id:  # get_org also matches names: pages go by id only
+                return not_found_page(request, visit)
             visit.role = member.role if member else "owner"
             if need is not None and not visit.can(need):
                 return not_found_page(request, visit)

@@ -219,3 +219,16 @@ def test_an_operator_changes_roles_and_removes_people(gw: Gateway, op: Browserle
     assert bad.status_code == 400 and "role" in bad.text
     assert op.post(f"/console/operator/orgs/{org}", {"action": "member_remove", "user_id": user_id}).status_code == 303
     assert pat.http.get(f"/console/o/{org}").status_code == 404
+
+
+def test_an_organisation_cannot_be_named_like_another_ones_id(gw: Gateway, op: Browserless, two_orgs: dict) -> None:
+    """Lookups take an id or a name; a name that reads as an id could divert money or pages."""
+    admin = httpx.Client(base_url=gw.root + "/admin/v1", headers={"authorization": f"Bearer {MASTER_KEY}"})
+    for name in (two_orgs["a"], "org_anything", "key_x"):
+        refused = admin.post("/organizations", json={"name": name})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "name"
+        assert admin.patch(f"/organizations/{two_orgs['b']}", json={"name": name}).status_code == 400
+    signup = Browserless(gw).http.post("/console/signup", data={"email": "sneaky@x.example", "password": PASSWORD,
+                                                               "org_name": two_orgs["a"]})
+    assert signup.status_code == 400
+    assert two_orgs["alice"].http.get(f"/console/o/{two_orgs['a']}?format=json").json()["org"]["name"].startswith("Org A")
