@@ -26,7 +26,7 @@ from switchyard.metering.cost import TokenUsage, usd
 from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, Quote
 from switchyard.metering.tokens import acount_prompt_tokens, prompt_bytes_bound
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported, unreported
-from switchyard.providers import ChatCall, EmbedCall, ResponsesCall, ResponsesUnsupported
+from switchyard.providers import ChatCall, ResponsesCall, ResponsesUnsupported
 from switchyard.responses.compaction import (
     MAX_SUMMARY_TOKENS, compaction_fields, compaction_from_chat, native_compaction_body, summary_chat,
 )
@@ -40,8 +40,6 @@ from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
-from switchyard.wire.embeddings import embeddings_object, parse_embeddings_request
-from switchyard.wire.messages import MessageEvents, chat_from_messages, message_from_completion
 from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
 from switchyard.wire.responses import ResponsesRequest, input_items, new_id, parse_responses_request
 from switchyard.wire.responses_chat import ResponseEvents, chat_body, dropped_tools, response_from_chat
@@ -69,7 +67,7 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class _Trace:
+class Trace:
     """What is known of a request as it goes, for the record it leaves if it gets no answer."""
 
     request_id: str
@@ -105,8 +103,8 @@ class Gateway:
     ) -> Outcome:
         """One chat completion. `batch`: a Batch API line (own rate-limit pool, batch prices, never
         streamed). `record`: rows committed with the bill (non-streaming answers only)."""
-        trace = _trace(raw, principal, request_id, "/v1/chat/completions", batch)
-        return await self._traced(trace, self._chat(raw, trace, record))
+        trace = new_trace(raw, principal, request_id, "/v1/chat/completions", batch)
+        return await self.traced(trace, self.chat_turn(raw, trace, record))
 
     async def respond(
         self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
@@ -114,14 +112,14 @@ class Gateway:
         """One Responses API turn: the conversation is rebuilt from stored responses, routed and
         billed through its chat view, and answered natively by upstreams that speak Responses
         or translated from chat for the others. The stored response commits with its bill."""
-        trace = _trace(raw, principal, request_id, "/v1/responses", batch)
-        return await self._traced(trace, self._respond(raw, trace, record))
+        trace = new_trace(raw, principal, request_id, "/v1/responses", batch)
+        return await self.traced(trace, self._respond(raw, trace, record))
 
-    async def _chat(self, raw: Any, trace: _Trace, record: Record | None) -> Outcome:
+    async def chat_turn(self, raw: Any, trace: Trace, record: Record | None) -> Outcome:
         principal, request_id, batch = trace.principal, trace.request_id, trace.batch
         request = parse_chat_request(raw)
         _at_most(len(request.messages), self.limits.max_messages, "messages")
-        public, group, decision = self._resolve(request, request_id)
+        public, group, decision = self.resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
         if "chat.completions" not in group[0].spec.endpoints:
@@ -145,19 +143,19 @@ class Gateway:
             cache_key_ = cache_key(public, raw, principal.org.id) if ttl else None
 
             async def chat_at(dep: Deployment) -> dict[str, Any]:
-                await self._deployment_limits(dep, ticket.rate_tokens)
+                await self.deployment_limits(dep, ticket.rate_tokens)
                 return await dep.provider.chat(call(dep))
 
-            outcome = await self._answered(ticket, candidates, chat_at, cache_key_, ttl, record)
+            outcome = await self.answered(ticket, candidates, chat_at, cache_key_, ttl, record)
             body = outcome.body
             assert body is not None
             # The tier the smart router chose, or the public name in place of an upstream's own id.
             body["model"] = public if decision is not None else public_model_name(body.get("model"), public, outcome.deployment.spec)
-        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome
 
-    async def _respond(self, raw: Any, trace: _Trace, record: Record | None) -> Outcome:
+    async def _respond(self, raw: Any, trace: Trace, record: Record | None) -> Outcome:
         principal, request_id, batch = trace.principal, trace.request_id, trace.batch
         req = parse_responses_request(raw)
         org_id = principal.org.id
@@ -167,7 +165,7 @@ class Gateway:
             chat = chat_body(req, raw, conversation)
             try:
                 request = parse_chat_request(chat)
-                public, group, decision = self._resolve(request, request_id)
+                public, group, decision = self.resolve(request, request_id)
                 if not principal.may_use(public):
                     raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
                 # Items the chat view leaves out (encrypted reasoning, say) still reach a native
@@ -210,7 +208,7 @@ class Gateway:
 
         if req.stream and not batch:
             async def open_at(dep: Deployment) -> tuple[EventSource, None]:
-                await self._deployment_limits(dep, ticket.rate_tokens)
+                await self.deployment_limits(dep, ticket.rate_tokens)
                 if dep.provider.native_responses:
                     try:
                         upstream = dep.provider.respond_stream(native_call(dep))
@@ -240,7 +238,7 @@ class Gateway:
             outcome = Outcome(dep, frames=frames, finish=finish, attempts=attempts)
         else:
             async def answer_at(dep: Deployment) -> dict[str, Any]:
-                await self._deployment_limits(dep, ticket.rate_tokens)
+                await self.deployment_limits(dep, ticket.rate_tokens)
                 if dep.provider.native_responses:
                     try:
                         response = await dep.provider.respond(native_call(dep))
@@ -252,68 +250,13 @@ class Gateway:
                 return response_from_chat(completion, req, response_id=response_id, created_at=created_at,
                                           model=public, previous_response_id=previous)
 
-            outcome = await self._answered(ticket, candidates, answer_at, None, None, keep)
+            outcome = await self.answered(ticket, candidates, answer_at, None, None, keep)
         if not outcome.deployment.provider.native_responses and (dropped := dropped_tools(req)):
             # Hosted tools (web_search, ...) a chat model cannot run: left out rather than refused.
             outcome.headers["x-switchyard-dropped-tools"] = ", ".join(dropped)
             log.info("request %s: deployment %s cannot run hosted tools %s; left out",
                      request_id, outcome.deployment.id, ", ".join(dropped))
-        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
-        outcome.headers.update(limit_headers)
-        return outcome
-
-    async def messages(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
-        """Anthropic's `POST /v1/messages`: served as the chat completion it asks for, by any
-        deployment, and answered as a message (or Anthropic's stream events)."""
-        body = chat_from_messages(raw)
-        trace = _trace(body, principal, request_id, "/v1/messages", False)
-        outcome = await self._traced(trace, self._chat(body, trace, None))
-        model = str(raw["model"])
-        if outcome.frames is None:
-            assert outcome.body is not None
-            outcome.body = message_from_completion(outcome.body, model)
-            return outcome
-        outcome.frames = _message_events(outcome.frames, MessageEvents(model))
-        return outcome
-
-    async def embed(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
-        """`POST /v1/embeddings`: billed per input token, held at the inputs' byte bound."""
-        trace = _trace(raw, principal, request_id, "/v1/embeddings", False)
-        return await self._traced(trace, self._embed(raw, trace))
-
-    async def _embed(self, raw: Any, trace: _Trace) -> Outcome:
-        principal, request_id = trace.principal, trace.request_id
-        req = parse_embeddings_request(raw)
-        # Admission, limits and settlement see the inputs as one prompt of that many messages.
-        if req.texts is not None:
-            chat, extra = [{"role": "user", "content": t} for t in req.texts], 0
-        else:  # a token is at least one byte of bound: the count itself bounds the bill
-            chat, extra = [{"role": "user", "content": "."}] * req.count, sum(len(t) for t in req.token_ids or ())
-        request = parse_chat_request({"model": req.model, "messages": chat, "max_completion_tokens": 1})
-        public, group, decision = self._resolve(request, request_id)
-        if not principal.may_use(public):
-            raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
-        group = [dep for dep in group if "embeddings" in dep.spec.endpoints]
-        if not group:
-            raise invalid_request(f"Model `{req.model}` does not serve embeddings.", param="model",
-                                  code="unsupported_endpoint")
-        quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=extra)
-        # Each input is sized by its deployment (a window per input, not per request).
-        candidates = self.router.candidates(request, group, self.table.strategy(public), lambda dep: 1, 0)
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates,
-                                                         endpoint="/v1/embeddings")
-        trace.ticket, trace.limit_headers = ticket, limit_headers
-
-        async def embed_at(dep: Deployment) -> dict[str, Any]:
-            await self._deployment_limits(dep, ticket.rate_tokens)
-            embedded = await dep.provider.embed(EmbedCall(req, dep.config.model, request_id))
-            body = embeddings_object(embedded.vectors, public, embedded.prompt_tokens or 0, req.encoding_format)
-            if embedded.prompt_tokens is None:
-                del body["usage"]  # counted at settlement, as the deployment counts
-            return body
-
-        outcome = await self._answered(ticket, candidates, embed_at, None, None)
-        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome
 
@@ -321,10 +264,10 @@ class Gateway:
         """`POST /v1/responses/compact`: a long conversation as a short one to continue from.
         Deployments that speak Responses compact it themselves; for the others the model
         summarises it through chat, and the summary becomes a compaction item of ours."""
-        trace = _trace(raw, principal, request_id, "/v1/responses/compact", False)
-        return await self._traced(trace, self._compact(raw, trace))
+        trace = new_trace(raw, principal, request_id, "/v1/responses/compact", False)
+        return await self.traced(trace, self._compact(raw, trace))
 
-    async def _compact(self, raw: Any, trace: _Trace) -> Outcome:
+    async def _compact(self, raw: Any, trace: Trace) -> Outcome:
         principal, request_id = trace.principal, trace.request_id
         if not isinstance(raw, dict):
             raise invalid_request("The request body must be a JSON object.")
@@ -333,7 +276,7 @@ class Gateway:
         _, history, current = await self._conversation(req, principal.org.id)
         conversation = history + current
         chat = summary_chat(req, fields, conversation, MAX_SUMMARY_TOKENS)
-        public, group, decision = self._resolve(parse_chat_request(chat), request_id)
+        public, group, decision = self.resolve(parse_chat_request(chat), request_id)
         # Within every candidate model's own max output: a summary's limit is ours, not the caller's.
         chat = summary_chat(req, fields, conversation, min(dep.spec.max_output_tokens for dep in group))
         request = parse_chat_request(chat)
@@ -347,7 +290,7 @@ class Gateway:
         compaction_id, created_at = new_id("resp"), int(time.time())
 
         async def compact_at(dep: Deployment) -> dict[str, Any]:
-            await self._deployment_limits(dep, ticket.rate_tokens)
+            await self.deployment_limits(dep, ticket.rate_tokens)
             if dep.provider.native_responses:
                 try:
                     answer = await dep.provider.compact(ResponsesCall(
@@ -361,8 +304,8 @@ class Gateway:
                                                           request_id=request_id, output_limit=quote.limit_to_send(dep)))
             return compaction_from_chat(completion, conversation, compaction_id=compaction_id, created_at=created_at)
 
-        outcome = await self._answered(ticket, candidates, compact_at, None, None)
-        outcome.headers.update(_route_headers(outcome.deployment, outcome.attempts, decision))
+        outcome = await self.answered(ticket, candidates, compact_at, None, None)
+        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, decision))
         outcome.headers.update(limit_headers)
         return outcome
 
@@ -384,7 +327,7 @@ class Gateway:
         _at_most(len(items), self.limits.max_input_items, "input")
         return items, await inline_files(history, org_id, self.files), await inline_files(items, org_id, self.files)
 
-    async def _traced(self, trace: _Trace, work: Awaitable[Outcome]) -> Outcome:
+    async def traced(self, trace: Trace, work: Awaitable[Outcome]) -> Outcome:
         """Run one request; one that gets no answer leaves a zero-cost record (refused before
         any upstream, failed when none answered, cancelled when its client left first)."""
         try:
@@ -401,7 +344,7 @@ class Gateway:
             self._unserved(trace, "cancelled", 499, "client_disconnected", None)
             raise
 
-    def _unserved(self, trace: _Trace, status: str, http_status: int, code: str | None, param: str | None) -> None:
+    def _unserved(self, trace: Trace, status: str, http_status: int, code: str | None, param: str | None) -> None:
         if trace.batch:
             return  # a batch line's failure goes to the batch's error file
         try:
@@ -412,7 +355,7 @@ class Gateway:
         except Exception:  # a trace must never turn into the request's error
             log.exception("could not record request %s", trace.request_id)
 
-    def _resolve(self, request: ChatRequest, request_id: str) -> tuple[str, list[Deployment], Decision | None]:
+    def resolve(self, request: ChatRequest, request_id: str) -> tuple[str, list[Deployment], Decision | None]:
         """The public model and its deployments; `switchyard/auto` first picks a tier by its rules."""
         smart = self.table.smart
         if smart is None or request.model != smart.name:
@@ -435,7 +378,7 @@ class Gateway:
             (request.output_limit or self.billing.default_output_estimate) * quote.choices,
         )
 
-    async def _answered(
+    async def answered(
         self, ticket: Ticket, candidates: list[Deployment], answer_at: Callable[[Deployment], Awaitable[dict[str, Any]]],
         key: str | None, ttl: int | None, record: Record | None = None,
     ) -> Outcome:
@@ -472,7 +415,7 @@ class Gateway:
         """A stream from the first candidate that sends its first chunk; relayed and billed after."""
 
         async def stream_at(dep: Deployment) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
-            await self._deployment_limits(dep, ticket.rate_tokens)
+            await self.deployment_limits(dep, ticket.rate_tokens)
             return await _open_stream(dep, call(dep))
 
         try:
@@ -491,7 +434,7 @@ class Gateway:
 
         return Outcome(dep, frames=frames, finish=finish, attempts=attempts)
 
-    async def _deployment_limits(self, dep: Deployment, tokens: int) -> None:
+    async def deployment_limits(self, dep: Deployment, tokens: int) -> None:
         """A deployment's own RPM/TPM (e.g. an upstream account's quota): full means try the next."""
         rpm, tpm = dep.config.options.get("rpm"), dep.config.options.get("tpm")
         if rpm is None and tpm is None:
@@ -671,33 +614,10 @@ def _at_most(count: int, limit: int, param: str) -> None:
                               param=param, code="array_above_max_length")
 
 
-async def _message_events(frames: AsyncIterator[bytes], events: MessageEvents) -> AsyncGenerator[bytes, None]:
-    """A chat completion stream's SSE frames as Anthropic's events (the bill is settled by the
-    chat stream before its last frame, as for chat)."""
-    yield events.start()
-    try:
-        async for piece in frames:
-            out = b""
-            for line in piece.split(b"\n"):
-                if not line.startswith(b"data: ") or line == DONE.strip():
-                    continue
-                chunk = orjson.loads(line[6:])
-                if "error" in chunk and not chunk.get("choices"):
-                    out += events.error(str((chunk["error"] or {}).get("message") or "upstream error"))
-                    yield out
-                    return
-                out += events.chunk(chunk)
-            if out:
-                yield out
-        yield events.end()
-    finally:
-        await frames.aclose()  # type: ignore[attr-defined]
-
-
-def _trace(raw: Any, principal: Principal, request_id: str, endpoint: str, batch: bool) -> _Trace:
+def new_trace(raw: Any, principal: Principal, request_id: str, endpoint: str, batch: bool) -> Trace:
     model = raw.get("model") if isinstance(raw, dict) else None
     stream = bool(raw.get("stream")) if isinstance(raw, dict) else False
-    return _Trace(request_id, principal, endpoint, model if isinstance(model, str) else "", stream, batch)
+    return Trace(request_id, principal, endpoint, model if isinstance(model, str) else "", stream, batch)
 
 
 def _unviewed_bytes(conversation: list[dict[str, Any]]) -> int:
@@ -777,7 +697,7 @@ def _without_cost(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "usage": {k: v for k, v in usage.items() if k != "cost"}}
 
 
-def _route_headers(dep: Deployment, attempts: int, decision: Decision | None) -> dict[str, str]:
+def route_headers(dep: Deployment, attempts: int, decision: Decision | None) -> dict[str, str]:
     headers = {"x-switchyard-deployment": dep.id, "x-switchyard-attempts": str(attempts)}
     if decision is not None:
         headers["x-switchyard-route"] = f"{decision.model}; rule={decision.rule}"

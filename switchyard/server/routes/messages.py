@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchyard.gateway import Gateway
+from switchyard.endpoints import messages as endpoint
 from switchyard.metering.tokens import acount_prompt_tokens
 from switchyard.server.auth import caller
 from switchyard.server.body import read_json
@@ -32,7 +32,7 @@ def _anthropic_errors(handler: Callable[[Request], Awaitable[Response]]) -> Call
 
 
 async def create_message(request: Request) -> Response:
-    return await model_call(request, Gateway.messages)
+    return await model_call(request, endpoint.serve)
 
 
 async def count_tokens(request: Request) -> Response:
