@@ -67,6 +67,23 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class Admitted:
+    """A request past admission: the model it resolved to, where it may go, its hold."""
+
+    public: str
+    decision: Decision | None
+    candidates: list[Deployment]
+    ticket: Ticket
+    limit_headers: dict[str, str]
+
+    def headed(self, outcome: Outcome) -> Outcome:
+        """The outcome with where it was served and how the limits stand."""
+        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, self.decision))
+        outcome.headers.update(self.limit_headers)
+        return outcome
+
+
+@dataclass(slots=True)
 class Trace:
     """What is known of a request as it goes, for the record it leaves if it gets no answer."""
 
@@ -326,6 +343,26 @@ class Gateway:
         items = input_items(req)
         _at_most(len(items), self.limits.max_input_items, "input")
         return items, await inline_files(history, org_id, self.files), await inline_files(items, org_id, self.files)
+
+    async def admit_inputs(self, trace: Trace, model: str, texts: list[str], kind: str, path: str,
+                           extra_bytes: int = 0) -> Admitted:
+        """Resolve, authorise and admit a request that reads inputs and generates nothing
+        (embeddings, moderations): served by the model's deployments whose catalog lists
+        `kind`, each input sized by its deployment, held at the inputs' byte bound."""
+        principal, request_id = trace.principal, trace.request_id
+        messages = [{"role": "user", "content": t} for t in texts] or [{"role": "user", "content": "."}]
+        request = parse_chat_request({"model": model, "messages": messages, "max_completion_tokens": 1})
+        public, group, decision = self.resolve(request, request_id)
+        if not principal.may_use(public):
+            raise permission_denied(f"This API key is not allowed to use model `{model}`.")
+        group = [dep for dep in group if kind in dep.spec.endpoints]
+        if not group:
+            raise invalid_request(f"Model `{model}` does not serve {kind}.", param="model", code="unsupported_endpoint")
+        quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=extra_bytes)
+        candidates = self.router.candidates(request, group, self.table.strategy(public), lambda dep: 1, 0)
+        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates, endpoint=path)
+        trace.ticket, trace.limit_headers = ticket, limit_headers
+        return Admitted(public, decision, candidates, ticket, limit_headers)
 
     async def traced(self, trace: Trace, work: Awaitable[Outcome]) -> Outcome:
         """Run one request; one that gets no answer leaves a zero-cost record (refused before

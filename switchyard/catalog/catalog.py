@@ -37,7 +37,7 @@ PROVIDERS = frozenset({"openai", "anthropic", "gemini", "local"})
 CAPABILITIES = frozenset(
     {"streaming", "tools", "parallel_tool_calls", "vision", "json_object", "json_schema", "reasoning", "logprobs"}
 )
-ENDPOINTS = frozenset({"chat.completions", "responses", "embeddings"})
+ENDPOINTS = frozenset({"chat.completions", "responses", "embeddings", "moderations"})
 # Every value any SDK version accepts for reasoning_effort.
 REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh", "max"})
 SERVICE_TIERS = frozenset({"batch", "flex", "priority", "scale"})

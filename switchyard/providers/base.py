@@ -26,6 +26,7 @@ from switchyard.providers.http import (
     transport_error,
 )
 from switchyard.wire.embeddings import EmbeddingsRequest
+from switchyard.wire.moderations import ModerationRequest
 from switchyard.wire.errors import GatewayError, invalid_request
 from switchyard.wire.chat import ChatRequest
 
@@ -59,6 +60,15 @@ class EmbedCall:
     """One attempt at embedding at one deployment."""
 
     request: EmbeddingsRequest
+    upstream_model: str
+    request_id: str
+
+
+@dataclass(slots=True)
+class ModerateCall:
+    """One attempt at classifying at one deployment."""
+
+    request: ModerationRequest
     upstream_model: str
     request_id: str
 
@@ -148,6 +158,11 @@ class Provider(ABC):
     async def embed(self, call: EmbedCall) -> Embedded:
         """One vector per input. Only for deployments whose catalog entry lists `embeddings`."""
         raise invalid_request(f"Deployment {self.deployment.id} does not serve embeddings.", param="model",
+                              code="unsupported_endpoint")
+
+    async def moderate(self, call: ModerateCall) -> dict[str, Any]:
+        """OpenAI's moderation object. Only for deployments whose catalog entry lists `moderations`."""
+        raise invalid_request(f"Deployment {self.deployment.id} does not serve moderations.", param="model",
                               code="unsupported_endpoint")
 
     async def respond(self, call: ResponsesCall) -> dict[str, Any]:

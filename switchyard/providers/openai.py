@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, EmbedCall, Embedded, HTTPProvider, ResponsesCall, ResponsesUnsupported
+from switchyard.providers.base import ChatCall, EmbedCall, Embedded, HTTPProvider, ModerateCall, ResponsesCall, ResponsesUnsupported
 from switchyard.catalog import ModelSpec
 from switchyard.config import ConfigError, DeploymentConfig
 from switchyard.providers.compatible_counts import KINDS as COUNT_KINDS
@@ -217,6 +217,15 @@ class OpenAIProvider(HTTPProvider):
         usage = data.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         return Embedded(vectors, tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None)
+
+    async def moderate(self, call: ModerateCall) -> dict[str, Any]:
+        body = {**call.request.raw, "model": call.upstream_model}
+        resp = await self.post("/moderations", orjson.dumps(body), map_error)
+        data = await self._read_json(resp)
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid moderation.",
+                                 code="upstream_invalid_response")
+        return data
 
     async def _send(self, call: ChatCall, stream: bool) -> Response:
         return await self.post("/chat/completions", self._payload(call, stream), map_error, stream=stream)

@@ -50,6 +50,9 @@ from aiohttp import web
 
 from tests.standins.server import ThreadedStandIn
 
+MODERATION_CATEGORIES = ("hate", "hate/threatening", "harassment", "harassment/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
 ANSWER = ["Hello", " from", " the", " stand-in", "."]
 TOOL_ARGS = ['{"loc', 'ation": "Par', 'is", "unit": "c"}']
 
@@ -74,6 +77,27 @@ class StandInUpstream(ThreadedStandIn):
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/responses/compact", self._compact)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/moderations", self._moderations)
+
+    async def _moderations(self, request: web.Request) -> web.Response:
+        """OpenAI's moderation object: a text mentioning "kill" is flagged for violence; image
+        parts are scored as images."""
+        body = await request.json()
+        self.received.append(Received(request.path, dict(request.headers), body))
+        value = body["input"]
+        items = [value] if isinstance(value, str) else value
+        results = []
+        for item in items:
+            text = item if isinstance(item, str) else item.get("text", "")
+            kind = "image" if isinstance(item, dict) and item.get("type") == "image_url" else "text"
+            violent = "kill" in text.lower()
+            results.append({
+                "flagged": violent,
+                "categories": {c: (violent and c == "violence") for c in MODERATION_CATEGORIES},
+                "category_scores": {c: (0.91 if violent and c == "violence" else 0.0001) for c in MODERATION_CATEGORIES},
+                "category_applied_input_types": {c: [kind] for c in MODERATION_CATEGORIES},
+            })
+        return web.json_response({"id": "modr-" + uuid.uuid4().hex, "model": body.get("model"), "results": results})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         """OpenAI's embeddings: one vector per input (pseudo-random by text, unit length, 8 or

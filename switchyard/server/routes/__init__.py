@@ -6,7 +6,7 @@ from starlette.routing import BaseRoute, Route
 
 from switchyard.console.routes import routes as console_routes
 
-from switchyard.server.routes import admin, batches, chat, cost, embeddings, health, messages, models, requests, responses, usage
+from switchyard.server.routes import admin, batches, chat, cost, embeddings, health, messages, models, moderations, requests, responses, usage
 from switchyard.server.routes import files as files_routes
 
 
@@ -15,6 +15,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.create_embeddings, methods=["POST"]),
         *messages.routes(),
+        Route("/v1/moderations", moderations.create_moderation, methods=["POST"]),
         *responses.routes(),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
