@@ -35,6 +35,7 @@ from switchyard.responses.streams import TERMINAL, EventSource, NativeEvents, Tr
 from switchyard.responses.turns import FileReader, adopt, as_responses_error, inline_files, native_body, usage_of
 from switchyard.routing.cache import ResponseCache, cache_key, cache_ttl, strip_cache_fields
 from switchyard.routing.fallback import first_answer
+from switchyard.routing.fit import check_endpoint
 from switchyard.routing.router import Router
 from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
@@ -139,9 +140,7 @@ class Gateway:
         public, group, decision = self.resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
-        if "chat.completions" not in group[0].spec.endpoints:
-            raise invalid_request(f"Model `{request.model}` is only supported in v1/responses, not in v1/chat/completions.",
-                                  param="model", code="unsupported_endpoint")
+        check_endpoint(request.model, group, "chat.completions")
         quote = Quote(request, self.billing.reserve_cap(principal))
         candidates = await self._candidates(quote, group, public)
         ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates,
@@ -183,6 +182,7 @@ class Gateway:
             try:
                 request = parse_chat_request(chat)
                 public, group, decision = self.resolve(request, request_id)
+                check_endpoint(req.model, group, "responses", "chat.completions")
                 if not principal.may_use(public):
                     raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
                 # Items the chat view leaves out (encrypted reasoning, say) still reach a native
@@ -294,6 +294,7 @@ class Gateway:
         conversation = history + current
         chat = summary_chat(req, fields, conversation, MAX_SUMMARY_TOKENS)
         public, group, decision = self.resolve(parse_chat_request(chat), request_id)
+        check_endpoint(req.model, group, "responses", "chat.completions")
         # Within every candidate model's own max output: a summary's limit is ours, not the caller's.
         chat = summary_chat(req, fields, conversation, min(dep.spec.max_output_tokens for dep in group))
         request = parse_chat_request(chat)

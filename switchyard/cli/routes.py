@@ -24,7 +24,7 @@ from switchyard.config import ConfigError, load_settings
 from switchyard.metering.cost import TokenUsage, cost_nanos, usd
 from switchyard.metering.estimate import Quote
 from switchyard.metering.tokens import count_prompt_tokens
-from switchyard.routing.fit import check_capabilities, check_size
+from switchyard.routing.fit import check_capabilities, check_endpoint, check_size
 from switchyard.routing.router import Router
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.chat import ChatRequest, parse_chat_request
@@ -68,6 +68,7 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
         reason: GatewayError | None = None
         tokens = prompt_tokens(dep)
         try:
+            check_endpoint(model, [dep], "chat.completions")  # the explanation is of a chat request
             check_capabilities(request, dep)
             check_size(request, dep, tokens)
         except GatewayError as exc:
@@ -100,7 +101,9 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
     refused: dict[str, Any] | None = None
     order: list[str] = []
     try:
-        order = [d.id for d in Router().candidates(request, group, strategy, prompt_tokens, expected_output)]
+        check_endpoint(model, group, "chat.completions")
+        chat_group = [d for d in group if "chat.completions" in d.spec.endpoints]
+        order = [d.id for d in Router().candidates(request, chat_group, strategy, prompt_tokens, expected_output)]
     except GatewayError as exc:
         refused = _reason(exc)
     by_id = {row["id"]: row for row in rows}

@@ -7,6 +7,20 @@ from switchyard.wire.chat import ChatRequest, JSONObjectFormat
 from switchyard.wire.errors import invalid_request
 
 
+def check_endpoint(model: str, group: list[Deployment], endpoint: str, *also: str) -> None:
+    """The model serves this API at all, natively or through one of `also` (Responses turns
+    are translated from chat): an embedding model answers no chat. Else a 400 that says what
+    it does serve."""
+    if any(dep.spec.endpoints & {endpoint, *also} for dep in group):
+        return
+    served = sorted({e for dep in group for e in dep.spec.endpoints})
+    if endpoint == "chat.completions" and served == ["responses"]:
+        message = f"Model `{model}` is only supported in v1/responses, not in v1/chat/completions."
+    else:
+        message = f"Model `{model}` does not serve {endpoint}; it serves {', '.join(served)}."
+    raise invalid_request(message, param="model", code="unsupported_endpoint")
+
+
 def check_capabilities(request: ChatRequest, dep: Deployment) -> None:
     spec = dep.spec
     name = request.model

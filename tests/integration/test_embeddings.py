@@ -156,3 +156,14 @@ def test_gemini_embeddings_are_counted_with_count_tokens(gw: Gateway, gemini: St
     row = record(gw, raw.headers["x-request-id"])
     assert row["usage"]["source"] == "counted"
     assert row["cost_nanos"] == expected * 150
+
+
+def test_an_embedding_model_answers_no_chat(local_gateway: Gateway) -> None:
+    headers = {"authorization": f"Bearer {USER_KEY}"}
+    for path, body in (("/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                       ("/responses", {"input": "hi"}), ("/responses/compact", {"input": "hi"})):
+        answer = httpx.post(f"{local_gateway.base_url}{path}", headers=headers,
+                            json={"model": "multilingual-e5-small", **body}, timeout=60)
+        assert answer.status_code == 400, (path, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "unsupported_endpoint" and "it serves embeddings" in error["message"]
