@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
+import redis
 
 from tests.conftest import Gateway, start_gateway, upstream_config
 from tests.console_helpers import create_org, invite_link, join, operator
@@ -54,7 +55,13 @@ def test_requests_on_any_worker_reach_the_live_console(gw: Gateway) -> None:
 
     threading.Thread(target=listen, daemon=True).start()
     assert connected.wait(30)
-    time.sleep(1.5)  # the listening flag reaches the other worker (it reads it once a second)
+    # The other worker publishes once it has read the listening flag (every 0.25 s): wait for the
+    # flag to be in Redis, then for that worker's next reads.
+    flag = redis.Redis(host="127.0.0.1", port=6379)
+    deadline = time.monotonic() + 10
+    while not flag.keys("switchyard:*:usage-listeners") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
     answered: dict[str, float] = {}
     for i in range(16):  # a new connection each time: both workers serve some of these
         with httpx.Client(timeout=30) as http:
