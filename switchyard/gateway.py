@@ -356,9 +356,8 @@ class Gateway:
         public, group, decision = self.resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{model}`.")
+        check_endpoint(model, group, kind)
         group = [dep for dep in group if kind in dep.spec.endpoints]
-        if not group:
-            raise invalid_request(f"Model `{model}` does not serve {kind}.", param="model", code="unsupported_endpoint")
         quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=extra_bytes)
         candidates = self.router.candidates(request, group, self.table.strategy(public), lambda dep: 1, 0)
         ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates, endpoint=path)
@@ -526,8 +525,9 @@ class Gateway:
         if ours:
             # Counted as the upstream counts, where it says how (its tokenizer and chat template).
             provider = ticket.deployment.provider
-            metered = await counted(ticket.request, text, images, await provider.count_prompt_tokens(ticket.request),
-                                    await provider.count_output_tokens(text))
+            prompt, output = await asyncio.gather(provider.count_prompt_tokens(ticket.request),
+                                                  provider.count_output_tokens(text))
+            metered = await counted(ticket.request, text, images, prompt, output)
             if replace_usage is not None:
                 is_response = str(replace_usage.get("object")).startswith("response")  # a response or a compaction
                 replace_usage["usage"] = usage_of(metered) if is_response else _usage_object(metered)

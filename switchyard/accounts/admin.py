@@ -259,13 +259,18 @@ class AccountsAdmin:
             "consistent": int(total) == org["balance_nanos"],
         }
 
-    async def ledger(self, ref: str, limit: int = 100, after: int | None = None) -> dict[str, Any]:
+    async def ledger(self, ref: str, limit: int = 100, after: int | None = None,
+                     before: int | None = None, newest_first: bool = False) -> dict[str, Any]:
+        """Entries in id order (`after` continues), or newest first (`before` continues)."""
         org_id = (await self.get_org(ref))["id"]
         q = select(ledger_entries).where(ledger_entries.c.org_id == org_id)
         if after is not None:
             q = q.where(ledger_entries.c.id > after)
+        if before is not None:
+            q = q.where(ledger_entries.c.id < before)
+        order = ledger_entries.c.id.desc() if newest_first else ledger_entries.c.id
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(q.order_by(ledger_entries.c.id).limit(limit + 1))).all()
+            rows = (await conn.execute(q.order_by(order).limit(limit + 1))).all()
         data = [{"id": r.id, "object": "ledger_entry", "kind": r.kind, "amount_nanos": int(r.amount_nanos),
                  "amount_usd": usd(int(r.amount_nanos)), "key_id": r.key_id, "request_id": r.request_id,
                  "note": r.note, "created_at": r.created_at // 1000} for r in rows[:limit]]

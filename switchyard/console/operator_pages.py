@@ -10,7 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from switchyard.accounts.admin import now_ms, to_nanos
-from switchyard.console.pages import _charts, day_start
+from switchyard.console.pages import charts, day_start
 from switchyard.console.web import Visit, event_stream, page, render
 from switchyard.metering import rollups
 from switchyard.metering.rollups import DAY, HOUR, MINUTE
@@ -39,8 +39,8 @@ async def dashboard(visit: Visit) -> Response:
     )
     names = {o["id"]: o["name"] for o in await state.admin.list_orgs()}
     data = {"today": today, "top_spenders": [{**t, "org_name": names.get(t["group"], t["group"])} for t in top_orgs],
-            "last_hour": _charts(last_hour, hour_start, now - now % MINUTE + MINUTE, MINUTE),
-            "last_30_days": _charts(days, month_from, day_start(now) + DAY, DAY),
+            "last_hour": charts(last_hour, hour_start, now - now % MINUTE + MINUTE, MINUTE),
+            "last_30_days": charts(days, month_from, day_start(now) + DAY, DAY),
             "deployments": deployments_health(visit)}
     return render(visit, "operator/dashboard.html", data)
 

@@ -49,7 +49,7 @@ def month_start(ms: int) -> int:
     return int(datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp() * 1000)
 
 
-def _chart(points: list[dict[str, Any]], start: int, end: int, size: int, measure: str) -> dict[str, Any]:
+def chart_series(points: list[dict[str, Any]], start: int, end: int, size: int, measure: str) -> dict[str, Any]:
     """Series for the chart library: one x per bucket (seconds) across the whole range, zeros
     where nothing happened, one y series per group (model, key...)."""
     xs = list(range(start - start % size, end, size))
@@ -64,11 +64,11 @@ def _chart(points: list[dict[str, Any]], start: int, end: int, size: int, measur
     return {"x": [x // 1000 for x in xs], "series": groups}
 
 
-def _charts(points: list[dict[str, Any]], start: int, end: int, size: int) -> dict[str, Any]:
+def charts(points: list[dict[str, Any]], start: int, end: int, size: int) -> dict[str, Any]:
     return {
-        "requests": _chart(points, start, end, size, "requests"),
-        "tokens": _chart([{**p, "tokens": p["input_tokens"] + p["output_tokens"]} for p in points], start, end, size, "tokens"),
-        "spend": _chart([{**p, "usd": p["cost_nanos"] / 1e9} for p in points], start, end, size, "usd"),
+        "requests": chart_series(points, start, end, size, "requests"),
+        "tokens": chart_series([{**p, "tokens": p["input_tokens"] + p["output_tokens"]} for p in points], start, end, size, "tokens"),
+        "spend": chart_series([{**p, "usd": p["cost_nanos"] / 1e9} for p in points], start, end, size, "usd"),
     }
 
 
@@ -93,8 +93,8 @@ async def overview(visit: Visit) -> Response:
                            group="model"),
         )
         data.update(today=today, month=month,
-                    last_hour=_charts(last_hour, hour_start, now - now % MINUTE + MINUTE, MINUTE),
-                    last_30_days=_charts(days, month_from, day_start(now) + DAY, DAY))
+                    last_hour=charts(last_hour, hour_start, now - now % MINUTE + MINUTE, MINUTE),
+                    last_30_days=charts(days, month_from, day_start(now) + DAY, DAY))
     return render(visit, "overview.html", data)
 
 
@@ -134,23 +134,24 @@ async def usage(visit: Visit) -> Response:
     assert visit.org is not None
     points = await rollups.series(_engine(visit), org_id=visit.org["id"], span=span, bucket=size, start=start, end=end,
                                   group=group)
-    names = {k["id"]: k["name"] for k in await _state(visit).admin.list_keys(visit.org["id"])}
-    rows = [{"bucket_start": p["bucket"] // 1000, group: names.get(p["group"], p["group"]) if group == "key" else p["group"],
+    if group == "key":  # people know their keys by name
+        names = {k["id"]: k["name"] for k in await _state(visit).admin.list_keys(visit.org["id"])}
+        for p in points:
+            p["group"] = names.get(p["group"], p["group"])
+    rows = [{"bucket_start": p["bucket"] // 1000, group: p["group"],
              **{m: p[m] for m in rollups.MEASURES if m != "latency_ms"}, "cost_usd": usd(p["cost_nanos"])}
             for p in points]
     if q.get("format") == "csv":
         return _csv(rows, f"usage-{visit.org['name']}-{_day(start)}-{_day(end - DAY)}.csv")
     totals: dict[str, dict[str, int]] = {}
     for p in points:
-        if group == "key":
-            p["group"] = names.get(p["group"], p["group"])
         total = totals.setdefault(str(p["group"]), dict.fromkeys(rollups.MEASURES, 0))
         for m in rollups.MEASURES:
             total[m] += p[m]
     # The table sums the range per group (the chart and the CSV keep every bucket).
     summary = sorted(({group: name, **t} for name, t in totals.items()), key=lambda t: (-t["cost_nanos"], t[group]))
     data = {"group": group, "bucket": bucket, "start": _day(start), "end": _day(end - DAY), "data": rows,
-            "totals": summary, "chart": _charts(points, start, end, size)}
+            "totals": summary, "chart": charts(points, start, end, size)}
     return render(visit, "usage.html", data)
 
 
@@ -284,25 +285,11 @@ async def billing(visit: Visit) -> Response:
         cursor = int(after) if after else None
     except ValueError:
         cursor = None
-    ledger = await _ledger_page(visit, cursor)
+    ledger = await state.admin.ledger(visit.org["id"], 50, before=cursor, newest_first=True)
+    ledger["next_cursor"] = ledger["data"][-1]["id"] if ledger["has_more"] else None
     data = {"balance_nanos": visit.org["balance_nanos"], "held_nanos": state.gateway.billing.funds.org_held(visit.org["id"]),
             "prepaid": visit.org["prepaid"], "ledger": ledger, "months": _months()}
     return render(visit, "billing.html", data)
-
-
-async def _ledger_page(visit: Visit, before: int | None, limit: int = 50) -> dict[str, Any]:
-    """Ledger entries newest first; `next_cursor` is the id to continue below."""
-    assert visit.org is not None
-    q = select(le).where(le.c.org_id == visit.org["id"])
-    if before is not None:
-        q = q.where(le.c.id < before)
-    q = q.order_by(le.c.id.desc()).limit(limit + 1)
-    async with _engine(visit).connect() as conn:
-        rows = (await conn.execute(q)).all()
-    entries = [{"id": r.id, "kind": r.kind, "amount_nanos": r.amount_nanos, "amount_usd": usd(r.amount_nanos),
-                "request_id": r.request_id, "key_id": r.key_id, "note": r.note, "created_at": r.created_at // 1000}
-               for r in rows[:limit]]
-    return {"data": entries, "has_more": len(rows) > limit, "next_cursor": entries[-1]["id"] if len(rows) > limit else None}
 
 
 def _months(count: int = 12) -> list[str]:
