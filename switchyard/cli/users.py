@@ -18,6 +18,9 @@ users = typer.Typer(no_args_is_help=True, add_completion=False,
 
 
 def render_users(listing: Any) -> None:
+    if not listing["data"]:
+        typer.echo("no users yet: `switchyard users setup-link` prints a link for the first operator")
+        return
     table = Table("id", "email", "name", "operator", "organisations", "since")
     for u in listing["data"]:
         orgs = ", ".join(f"{m['org_name']} ({m['role']})" for m in u["memberships"]) or "-"
