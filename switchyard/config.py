@@ -60,6 +60,8 @@ class ServerLimits:
     max_input_items: int = 20_000  # Responses input items in one request
     max_json_nodes: int = 100_000  # JSON objects and arrays in one body: refused before parsing
     max_json_depth: int = 200  # nesting (at most 240): deeper bodies cannot be re-encoded for an upstream
+    max_image_upload_bytes: int = 50 * 1024 * 1024  # one input image of an edit (OpenAI's limit for GPT image)
+    max_audio_upload_bytes: int = 25 * 1024 * 1024  # one audio file to transcribe (OpenAI's limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,25 +25,19 @@ from switchyard.limits import Limits, Scope
 from switchyard.metering.cost import TokenUsage, usd
 from switchyard.metering.estimate import BYTES_PER_TOKEN_ESTIMATE, Quote
 from switchyard.metering.tokens import acount_prompt_tokens, prompt_bytes_bound
+from switchyard.metering.units import Metered
 from switchyard.metering.usage import counted, from_openai, image_tokens_reported, unreported
-from switchyard.providers import ChatCall, ResponsesCall, ResponsesUnsupported
-from switchyard.responses.compaction import (
-    MAX_SUMMARY_TOKENS, compaction_fields, compaction_from_chat, native_compaction_body, summary_chat,
-)
 from switchyard.responses.store import ResponseStore
-from switchyard.responses.streams import TERMINAL, EventSource, NativeEvents, TranslatedEvents
-from switchyard.responses.turns import FileReader, adopt, as_responses_error, inline_files, native_body, usage_of
-from switchyard.routing.cache import ResponseCache, cache_key, cache_ttl, strip_cache_fields
+from switchyard.responses.turns import FileReader, usage_of
+from switchyard.routing.cache import ResponseCache
 from switchyard.routing.fallback import first_answer
-from switchyard.routing.fit import check_endpoint
+from switchyard.routing.fit import check_endpoint, serving
 from switchyard.routing.router import Router
 from switchyard.routing.smart import Decision
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
-from switchyard.wire.errors import GatewayError, invalid_request, not_found, permission_denied
-from switchyard.wire.responses import ResponsesRequest, input_items, new_id, parse_responses_request
-from switchyard.wire.responses_chat import ResponseEvents, chat_body, dropped_tools, response_from_chat
+from switchyard.wire.errors import GatewayError, invalid_request, permission_denied
 from switchyard.wire.sse import DONE, data_frame, event_frame
 
 log = logging.getLogger("switchyard.requests")
@@ -65,6 +59,8 @@ class Outcome:
     # the first frame is sent never starts `frames`, so its bill and hold are settled here.
     finish: Callable[[], Awaitable[None]] | None = None
     attempts: int = 1
+    media_type: str | None = None  # of streamed audio, or of `content`
+    content: bytes | None = None  # a body that is not JSON (a transcript as text, SRT or WebVTT)
 
 
 @dataclass(slots=True)
@@ -82,6 +78,16 @@ class Admitted:
         outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, self.decision))
         outcome.headers.update(self.limit_headers)
         return outcome
+
+
+@dataclass(slots=True)
+class Plan:
+    """A request resolved, authorised and sized: the model it resolved to, where it may go."""
+
+    public: str
+    decision: Decision | None
+    quote: Quote
+    candidates: list[Deployment]
 
 
 @dataclass(slots=True)
@@ -114,255 +120,55 @@ class Gateway:
         self.files = files
         self._background: set[asyncio.Task[Any]] = set()
 
-    # ---- the endpoints -------------------------------------------------------------------
+    # ---- plan and admit: the steps before any upstream ------------------------------------
 
-    async def chat(
-        self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
-    ) -> Outcome:
-        """One chat completion. `batch`: a Batch API line (own rate-limit pool, batch prices, never
-        streamed). `record`: rows committed with the bill (non-streaming answers only)."""
-        trace = new_trace(raw, principal, request_id, "/v1/chat/completions", batch)
-        return await self.traced(trace, self.chat_turn(raw, trace, record))
+    def check_size(self, request: ChatRequest) -> None:
+        at_most(len(request.messages), self.limits.max_messages, "messages")
 
-    async def respond(
-        self, raw: Any, principal: Principal, request_id: str, *, batch: bool = False, record: Record | None = None,
-    ) -> Outcome:
-        """One Responses API turn: the conversation is rebuilt from stored responses, routed and
-        billed through its chat view, and answered natively by upstreams that speak Responses
-        or translated from chat for the others. The stored response commits with its bill."""
-        trace = new_trace(raw, principal, request_id, "/v1/responses", batch)
-        return await self.traced(trace, self._respond(raw, trace, record))
-
-    async def chat_turn(self, raw: Any, trace: Trace, record: Record | None) -> Outcome:
-        principal, request_id, batch = trace.principal, trace.request_id, trace.batch
-        request = parse_chat_request(raw)
-        _at_most(len(request.messages), self.limits.max_messages, "messages")
-        public, group, decision = self.resolve(request, request_id)
-        if not principal.may_use(public):
+    async def plan(self, request: ChatRequest, trace: Trace, endpoint: str, *also: str, extra_bytes: int = 0,
+                   serving_only: bool = False) -> Plan:
+        """Resolve the model (a smart-routing tier first), authorise the key, check the model
+        serves `endpoint` (or one of `also`, translated), size the request at each deployment
+        and order the ones that fit. `extra_bytes`: input the upstream reads beyond the chat
+        view's texts. `serving_only`: keep only deployments whose entry and provider serve `endpoint`."""
+        public, group, decision = self.resolve(request, trace.request_id)
+        if not trace.principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{request.model}`.")
-        check_endpoint(request.model, group, "chat.completions")
-        quote = Quote(request, self.billing.reserve_cap(principal))
-        candidates = await self._candidates(quote, group, public)
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates,
-                                                         endpoint=trace.endpoint, batch=batch)
-        trace.ticket, trace.limit_headers = ticket, limit_headers
-        ttl = cache_ttl(raw, principal.key.cache_ttl)
-        upstream_body = strip_cache_fields(raw) if "cache" in raw or "switchyard_cache" in raw else raw
-
-        def call(dep: Deployment) -> ChatCall:
-            return ChatCall(request=request, body=upstream_body, upstream_model=dep.config.model,
-                            request_id=request_id, output_limit=quote.limit_to_send(dep))
-
-        if request.stream:
-            outcome = await self._streamed(ticket, candidates, call, public)
+        if serving_only:
+            group = serving(request.model, group, endpoint)
         else:
-            cache_key_ = cache_key(public, raw, principal.org.id) if ttl else None
+            check_endpoint(request.model, group, endpoint, *also)
+        quote = Quote(request, self.billing.reserve_cap(trace.principal), extra_bytes=extra_bytes)
+        return Plan(public, decision, quote, await self.candidates(quote, group, public))
 
-            async def chat_at(dep: Deployment) -> dict[str, Any]:
-                await self.deployment_limits(dep, ticket.rate_tokens)
-                return await dep.provider.chat(call(dep))
-
-            outcome = await self.answered(ticket, candidates, chat_at, cache_key_, ttl, record)
-            body = outcome.body
-            assert body is not None
-            # The tier the smart router chose, or the public name in place of an upstream's own id.
-            body["model"] = public if decision is not None else public_model_name(body.get("model"), public, outcome.deployment.spec)
-        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, decision))
-        outcome.headers.update(limit_headers)
-        return outcome
-
-    async def _respond(self, raw: Any, trace: Trace, record: Record | None) -> Outcome:
-        principal, request_id, batch = trace.principal, trace.request_id, trace.batch
-        req = parse_responses_request(raw)
-        org_id = principal.org.id
-        items, history, current = await self._conversation(req, org_id)
-        while True:
-            conversation = history + current
-            chat = chat_body(req, raw, conversation)
-            try:
-                request = parse_chat_request(chat)
-                public, group, decision = self.resolve(request, request_id)
-                check_endpoint(req.model, group, "responses", "chat.completions")
-                if not principal.may_use(public):
-                    raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
-                # Items the chat view leaves out (encrypted reasoning, say) still reach a native
-                # upstream and count as input there: their bytes widen the bound.
-                quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=_unviewed_bytes(conversation))
-                candidates = await self._candidates(quote, group, public)
-                break
-            except GatewayError as exc:
-                # truncation "auto": drop the oldest turns' items until the conversation fits.
-                if exc.code == "context_length_exceeded" and req.truncation == "auto" and history:
-                    history = history[1:]
-                    continue
-                raise as_responses_error(exc) from None
+    async def admit(self, trace: Trace, plan: Plan, worst: Callable[[Deployment], int] | None = None) -> Admitted:
+        """Rate limits and the hold: the request may now reach an upstream."""
         ticket, limit_headers = await self.billing.admit(
-            request_id, principal, public, quote, candidates, endpoint="/v1/responses", batch=batch)
+            trace.request_id, trace.principal, plan.public, plan.quote, plan.candidates, endpoint=trace.endpoint,
+            batch=trace.batch, worst=worst)
         trace.ticket, trace.limit_headers = ticket, limit_headers
-        response_id, created_at = new_id("resp"), int(time.time())
-        previous = req.previous_response_id
-
-        def make_ours(response: dict[str, Any]) -> None:
-            adopt(response, response_id=response_id, model=public, previous_response_id=previous,
-                  store=req.store, metadata=req.metadata, truncation=req.truncation)
-
-        def chat_call(dep: Deployment) -> ChatCall:
-            return ChatCall(request=request, body=chat, upstream_model=dep.config.model, request_id=request_id,
-                            output_limit=quote.limit_to_send(dep))
-
-        def native_call(dep: Deployment) -> ResponsesCall:
-            body = native_body(raw, conversation)
-            sent = quote.limit_to_send(dep)
-            if sent is not None and body.get("max_output_tokens") is None:
-                body["max_output_tokens"] = max(sent, 16)  # the reservation cap; OpenAI's floor is 16
-            return ResponsesCall(body=body, upstream_model=dep.config.model, request_id=request_id)
-
-        def keep(response: dict[str, Any], cost: int) -> Sequence[tuple[Table, dict[str, Any]]]:
-            rows = list(record(response, cost)) if record is not None else []
-            if req.store and self.responses is not None:
-                rows += self.responses.rows(org_id, principal.key_id, response, items)
-            return rows
-
-        if req.stream and not batch:
-            async def open_at(dep: Deployment) -> tuple[EventSource, None]:
-                await self.deployment_limits(dep, ticket.rate_tokens)
-                if dep.provider.native_responses:
-                    try:
-                        upstream = dep.provider.respond_stream(native_call(dep))
-                        first = await _first(dep, upstream)
-                        return NativeEvents(upstream, first, make_ours), None
-                    except ResponsesUnsupported:
-                        pass  # a server without /responses: translated, now and from now on
-                chunks, first_chunks = await _open_stream(dep, chat_call(dep))
-                events = ResponseEvents(req, response_id=response_id, created_at=created_at, model=public,
-                                        previous_response_id=previous)
-                return TranslatedEvents(chunks, first_chunks, events), None
-
-            try:
-                dep, (source, _), attempts = await first_answer(candidates, self.router, open_at)
-            except BaseException:
-                await self.billing.abandon(ticket)
-                raise
-            ticket.answered_by(dep, attempts)
-            frames = self._relay_events(ticket, source, keep)
-
-            async def finish() -> None:
-                await frames.aclose()
-                if not ticket.settled:
-                    await source.aclose()
-                    await self._settle(ticket, None, None, "", "cancelled")
-
-            outcome = Outcome(dep, frames=frames, finish=finish, attempts=attempts)
-        else:
-            async def answer_at(dep: Deployment) -> dict[str, Any]:
-                await self.deployment_limits(dep, ticket.rate_tokens)
-                if dep.provider.native_responses:
-                    try:
-                        response = await dep.provider.respond(native_call(dep))
-                        make_ours(response)
-                        return response
-                    except ResponsesUnsupported:
-                        pass  # a server without /responses: translated, now and from now on
-                completion = await dep.provider.chat(chat_call(dep))
-                return response_from_chat(completion, req, response_id=response_id, created_at=created_at,
-                                          model=public, previous_response_id=previous)
-
-            outcome = await self.answered(ticket, candidates, answer_at, None, None, keep)
-        if not outcome.deployment.provider.native_responses and (dropped := dropped_tools(req)):
-            # Hosted tools (web_search, ...) a chat model cannot run: left out rather than refused.
-            outcome.headers["x-switchyard-dropped-tools"] = ", ".join(dropped)
-            log.info("request %s: deployment %s cannot run hosted tools %s; left out",
-                     request_id, outcome.deployment.id, ", ".join(dropped))
-        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, decision))
-        outcome.headers.update(limit_headers)
-        return outcome
-
-    async def compact(self, raw: Any, principal: Principal, request_id: str) -> Outcome:
-        """`POST /v1/responses/compact`: a long conversation as a short one to continue from.
-        Deployments that speak Responses compact it themselves; for the others the model
-        summarises it through chat, and the summary becomes a compaction item of ours."""
-        trace = new_trace(raw, principal, request_id, "/v1/responses/compact", False)
-        return await self.traced(trace, self._compact(raw, trace))
-
-    async def _compact(self, raw: Any, trace: Trace) -> Outcome:
-        principal, request_id = trace.principal, trace.request_id
-        if not isinstance(raw, dict):
-            raise invalid_request("The request body must be a JSON object.")
-        fields = compaction_fields(raw)
-        req = parse_responses_request({**fields, "store": False})
-        _, history, current = await self._conversation(req, principal.org.id)
-        conversation = history + current
-        chat = summary_chat(req, fields, conversation, MAX_SUMMARY_TOKENS)
-        public, group, decision = self.resolve(parse_chat_request(chat), request_id)
-        check_endpoint(req.model, group, "responses", "chat.completions")
-        # Within every candidate model's own max output: a summary's limit is ours, not the caller's.
-        chat = summary_chat(req, fields, conversation, min(dep.spec.max_output_tokens for dep in group))
-        request = parse_chat_request(chat)
-        if not principal.may_use(public):
-            raise permission_denied(f"This API key is not allowed to use model `{req.model}`.")
-        quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=_unviewed_bytes(conversation))
-        candidates = await self._candidates(quote, group, public)
-        ticket, limit_headers = await self.billing.admit(
-            request_id, principal, public, quote, candidates, endpoint="/v1/responses/compact")
-        trace.ticket, trace.limit_headers = ticket, limit_headers
-        compaction_id, created_at = new_id("resp"), int(time.time())
-
-        async def compact_at(dep: Deployment) -> dict[str, Any]:
-            await self.deployment_limits(dep, ticket.rate_tokens)
-            if dep.provider.native_responses:
-                try:
-                    answer = await dep.provider.compact(ResponsesCall(
-                        body=native_compaction_body(fields, conversation), upstream_model=dep.config.model,
-                        request_id=request_id))
-                    answer["id"] = compaction_id
-                    return answer
-                except ResponsesUnsupported:
-                    pass  # a server without /responses/compact: summarised through chat below
-            completion = await dep.provider.chat(ChatCall(request=request, body=chat, upstream_model=dep.config.model,
-                                                          request_id=request_id, output_limit=quote.limit_to_send(dep)))
-            return compaction_from_chat(completion, conversation, compaction_id=compaction_id, created_at=created_at)
-
-        outcome = await self.answered(ticket, candidates, compact_at, None, None)
-        outcome.headers.update(route_headers(outcome.deployment, outcome.attempts, decision))
-        outcome.headers.update(limit_headers)
-        return outcome
-
-    # ---- shared steps --------------------------------------------------------------------
-
-    async def _conversation(
-        self, req: ResponsesRequest, org_id: str,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """This turn's items as stored, and the conversation to send: the earlier turns (from
-        `previous_response_id`) and this turn's, uploaded images inlined as data URLs."""
-        history: list[dict[str, Any]] = []
-        if req.previous_response_id:
-            found = await self.responses.conversation(org_id, req.previous_response_id) if self.responses else None
-            if found is None:
-                raise not_found(f"Previous response with id '{req.previous_response_id}' not found.",
-                                param="previous_response_id")
-            history = found
-        items = input_items(req)
-        _at_most(len(items), self.limits.max_input_items, "input")
-        return items, await inline_files(history, org_id, self.files), await inline_files(items, org_id, self.files)
+        return Admitted(plan.public, plan.decision, plan.candidates, ticket, limit_headers)
 
     async def admit_inputs(self, trace: Trace, model: str, texts: list[str], kind: str, path: str,
-                           extra_bytes: int = 0) -> Admitted:
-        """Resolve, authorise and admit a request that reads inputs and generates nothing
-        (embeddings, moderations): served by the model's deployments whose catalog lists
-        `kind`, each input sized by its deployment, held at the inputs' byte bound."""
+                           extra_bytes: int = 0, worst: Callable[[Deployment], int] | None = None,
+                           stream: bool = False) -> Admitted:
+        """Resolve, authorise and admit a request that is not a chat turn (embeddings,
+        moderations, images, audio): served by the model's deployments whose catalog lists
+        `kind`, held at the inputs' byte bound, or at `worst` (list-price nano-dollars at a
+        deployment) for endpoints that bill in units of their own."""
         principal, request_id = trace.principal, trace.request_id
         messages = [{"role": "user", "content": t} for t in texts] or [{"role": "user", "content": "."}]
-        request = parse_chat_request({"model": model, "messages": messages, "max_completion_tokens": 1})
+        request = parse_chat_request({"model": model, "messages": messages, "max_completion_tokens": 1, "stream": stream})
         public, group, decision = self.resolve(request, request_id)
         if not principal.may_use(public):
             raise permission_denied(f"This API key is not allowed to use model `{model}`.")
-        check_endpoint(model, group, kind)
-        group = [dep for dep in group if kind in dep.spec.endpoints]
+        group = serving(model, group, kind)
         quote = Quote(request, self.billing.reserve_cap(principal), extra_bytes=extra_bytes)
         candidates = self.router.candidates(request, group, self.table.strategy(public), lambda dep: 1, 0)
-        ticket, limit_headers = await self.billing.admit(request_id, principal, public, quote, candidates, endpoint=path)
-        trace.ticket, trace.limit_headers = ticket, limit_headers
-        return Admitted(public, decision, candidates, ticket, limit_headers)
+        # Quoted before any limit is counted: a quote also checks the request against each model.
+        holds = {dep.id: worst(dep) for dep in candidates} if worst is not None else None
+        return await self.admit(trace, Plan(public, decision, quote, candidates),
+                                worst=(lambda dep: holds[dep.id]) if holds is not None else None)
 
     async def traced(self, trace: Trace, work: Awaitable[Outcome]) -> Outcome:
         """Run one request; one that gets no answer leaves a zero-cost record (refused before
@@ -403,7 +209,7 @@ class Gateway:
         log.info("%s %s -> %s (rule %s: %s)", request_id, smart.name, public, decision.rule, decision.reason)
         return public, group, decision
 
-    async def _candidates(self, quote: Quote, group: list[Deployment], public: str) -> list[Deployment]:
+    async def candidates(self, quote: Quote, group: list[Deployment], public: str) -> list[Deployment]:
         """The deployments that can serve this request, in the order to try them."""
         tokens: dict[str, int] = {}
         for dep in group:
@@ -418,9 +224,13 @@ class Gateway:
     async def answered(
         self, ticket: Ticket, candidates: list[Deployment], answer_at: Callable[[Deployment], Awaitable[dict[str, Any]]],
         key: str | None, ttl: int | None, record: Record | None = None,
+        meter: Callable[[dict[str, Any], Deployment], Metered] | None = None,
+        usage_of: Callable[[dict[str, Any]], Any] | None = None, text_of: Callable[[dict[str, Any]], str] | None = None,
     ) -> Outcome:
         """A whole answer: from the response cache (opt-in) or the first candidate that gives one.
-        The answer is the endpoint's object (a chat completion or a response) with its usage."""
+        The answer is the endpoint's object (a chat completion or a response) with its usage;
+        `meter` reads what a media answer used (in the catalog's units) instead; `usage_of` and
+        `text_of` read the usage (as chat usage) and text of an answer in another API's shape."""
         cached = await self.cache.get(key) if key else None
         try:
             if cached is not None:
@@ -434,11 +244,18 @@ class Gateway:
         status = "cache_hit" if cached is not None else "completed"
 
         def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
-            _set_cost(body, cost)
+            set_cost(body, cost)
             return record(body, cost) if record is not None else ()
 
-        cost, _, _ = await self._settle(ticket, body.get("usage"), body.get("service_tier"), lambda: answer_text(body), status,
-                                     free=cached is not None, attach=attach, replace_usage=body)
+        if meter is None:
+            usage = usage_of(body) if usage_of is not None else body.get("usage")
+            text = text_of or answer_text
+            cost, _, _ = await self.settle(ticket, usage, body.get("service_tier"), lambda: text(body), status,
+                                           free=cached is not None, attach=attach,
+                                           replace_usage=body if usage_of is None else None)
+        else:
+            cost = await self.settle_metered(ticket, meter(body, dep), status)
+            set_cost(body, cost)
         if key and cached is None and ttl:
             await self.cache.put(key, orjson.dumps(_without_cost(body)), ttl)
         headers = {"x-switchyard-cost-usd": usd(cost)}
@@ -446,30 +263,26 @@ class Gateway:
             headers["x-switchyard-cache"] = "hit" if cached is not None else "miss"
         return Outcome(dep, body=body, headers=headers, attempts=attempts)
 
-    async def _streamed(
-        self, ticket: Ticket, candidates: list[Deployment], call: Callable[[Deployment], ChatCall], public: str,
+    async def streamed(
+        self, ticket: Ticket, candidates: list[Deployment], start: Callable[[Deployment], AsyncIterator[list[bytes]]],
+        public: str,
     ) -> Outcome:
-        """A stream from the first candidate that sends its first chunk; relayed and billed after."""
+        """A stream of chunks (chat completions, or legacy completions) from the first candidate
+        that sends its first chunk; relayed and billed after."""
 
         async def stream_at(dep: Deployment) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
             await self.deployment_limits(dep, ticket.rate_tokens)
-            return await _open_stream(dep, call(dep))
+            stream = start(dep)
+            return stream, await first_batch(dep, stream)
 
-        try:
-            dep, (stream, first), attempts = await first_answer(candidates, self.router, stream_at)
-        except BaseException:
-            await self.billing.abandon(ticket)
-            raise
-        ticket.answered_by(dep, attempts)
+        dep, (stream, first), attempts = await self.first_stream(ticket, candidates, stream_at)
+        return self.chunk_stream(ticket, dep, stream, first, attempts, public)
+
+    def chunk_stream(self, ticket: Ticket, dep: Deployment, stream: AsyncIterator[list[bytes]], first: list[bytes],
+                     attempts: int, public: str) -> Outcome:
+        """An opened stream of chunks, relayed as SSE and billed before its last frame."""
         frames = self._relay(ticket, first, stream, _ModelRename.of(first, public, dep))
-
-        async def finish() -> None:
-            await frames.aclose()  # runs the relay's own cleanup if it started
-            if not ticket.settled:
-                await stream.aclose()  # type: ignore[attr-defined]
-                await self._settle(ticket, None, None, "", "cancelled")
-
-        return Outcome(dep, frames=frames, finish=finish, attempts=attempts)
+        return self.stream_outcome(ticket, dep, frames, stream, attempts, metered=False)
 
     async def deployment_limits(self, dep: Deployment, tokens: int) -> None:
         """A deployment's own RPM/TPM (e.g. an upstream account's quota): full means try the next."""
@@ -503,7 +316,7 @@ class Gateway:
             exact = await acount_prompt_tokens(request, stop_after=dep.context_window)
         return exact + quote.image_tokens(dep.spec)
 
-    async def _settle(
+    async def settle(
         self, ticket: Ticket, usage: Any, service_tier: Any, delivered: str | Callable[[], str], status: str,
         free: bool = False,
         attach: Callable[[int, TokenUsage], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
@@ -539,6 +352,103 @@ class Gateway:
         _log(ticket, metered, cost, status)
         return cost, metered, ours
 
+    async def first_stream(
+        self, ticket: Ticket, candidates: list[Deployment], open_at: Callable[[Deployment], Awaitable[Any]],
+    ) -> tuple[Deployment, Any, int]:
+        """The first candidate whose stream opens (its first events in); none: the hold is released."""
+        try:
+            dep, opened, attempts = await first_answer(candidates, self.router, open_at)
+        except BaseException:
+            await self.billing.abandon(ticket)
+            raise
+        ticket.answered_by(dep, attempts)
+        return dep, opened, attempts
+
+    def stream_outcome(
+        self, ticket: Ticket, dep: Deployment, frames: AsyncGenerator[bytes, None], source: Any, attempts: int,
+        metered: bool = True,
+    ) -> Outcome:
+        """A stream's outcome: a client that leaves before its first frame pays nothing (the
+        frames' own cleanup bills what was sent once they have started). `metered`: billed in
+        the catalog's units (media), else in tokens."""
+        async def finish() -> None:
+            await frames.aclose()
+            if not ticket.settled:
+                await source.aclose()
+                if metered:
+                    await self.settle_metered(ticket, Metered(TokenUsage(0)), "cancelled")
+                else:
+                    await self.settle(ticket, None, None, "", "cancelled")
+
+        return Outcome(dep, frames=frames, finish=finish, attempts=attempts)
+
+    async def settle_metered(self, ticket: Ticket, metered: Metered, status: str, error_code: str | None = None) -> int:
+        """Bill a media request's usage in the catalog's units; returns the cost once committed."""
+        cost = await self.billing.settle(ticket, metered.usage, status=status, service_tier=None,
+                                         image_tokens=metered.image_tokens, units=metered.units, error_code=error_code)
+        _log(ticket, metered.usage, cost, status)
+        return cost
+
+    def shielded_settle(self, ticket: Ticket, settle: Awaitable[Any]) -> Awaitable[Any]:
+        """A settlement that completes even if the task waiting for it is cancelled (a client left)."""
+        task = asyncio.get_running_loop().create_task(settle)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return asyncio.shield(task)
+
+    async def media_stream(
+        self, ticket: Ticket, candidates: list[Deployment], start: Callable[[Deployment], AsyncIterator[list[dict[str, Any]]]],
+        final: Callable[[dict[str, Any]], bool], meter: Callable[[Deployment, list[dict[str, Any]]], Metered],
+    ) -> Outcome:
+        """A media endpoint's event stream (images, transcripts) from the first candidate whose
+        first events arrive; `meter` bills the final events at the deployment that answered."""
+        async def open_at(dep: Deployment) -> tuple[AsyncIterator[list[dict[str, Any]]], list[dict[str, Any]]]:
+            await self.deployment_limits(dep, ticket.rate_tokens)
+            events = start(dep)
+            return events, await first_batch(dep, events)
+
+        dep, (events, first), attempts = await self.first_stream(ticket, candidates, open_at)
+        frames = self.metered_events(ticket, events, first, final, lambda finals: meter(dep, finals))
+        return self.stream_outcome(ticket, dep, frames, events, attempts)
+
+    async def metered_events(
+        self, ticket: Ticket, source: AsyncIterator[list[dict[str, Any]]], first: list[dict[str, Any]],
+        final: Callable[[dict[str, Any]], bool], meter: Callable[[list[dict[str, Any]]], Metered],
+    ) -> AsyncGenerator[bytes, None]:
+        """Relay a media stream's events (images, transcripts) as SSE. Events for which `final`
+        holds carry usage: `meter` bills them all when the stream ends, and the last one is sent
+        only once that bill is committed. A failure mid-stream bills what was reported so far."""
+        finals: list[dict[str, Any]] = []
+        held: dict[str, Any] | None = None
+        try:
+            batch: list[dict[str, Any]] | None = first
+            while batch is not None:
+                out = []
+                for event in batch:
+                    if held is not None:
+                        out.append(_media_frame(held))
+                        held = None
+                    if final(event):
+                        finals.append(event)
+                        held = event
+                        continue
+                    out.append(_media_frame(event))
+                if out:
+                    yield b"".join(out)
+                batch = await anext(source, None)
+            cost = await self.settle_metered(ticket, meter(finals), "completed")
+            if held is not None:
+                set_cost(held, cost)
+                yield _media_frame(held)
+        except GatewayError as exc:
+            if not ticket.settled:
+                await self.settle_metered(ticket, meter(finals), "partial", error_code=exc.code)
+            yield event_frame("error", orjson.dumps({"type": "error", **exc.to_dict()}))
+        finally:
+            await source.aclose()  # type: ignore[attr-defined]
+            if not ticket.settled:
+                await self.shielded_settle(ticket, self.settle_metered(ticket, meter(finals), "cancelled"))
+
     async def _relay(
         self, ticket: Ticket, first: list[bytes], stream: AsyncIterator[list[bytes]], rename: _ModelRename | None,
     ) -> AsyncGenerator[bytes, None]:
@@ -570,7 +480,7 @@ class Gateway:
                     yield b"".join(frames)
                 batch = await anext(stream, None)
             status = "completed"
-            cost, metered, ours = await self._settle(ticket, usage_obj, tier, lambda: _delivered_text(sent), status)
+            cost, metered, ours = await self.settle(ticket, usage_obj, tier, lambda: _delivered_text(sent), status)
             tail = []
             if want_usage:
                 if usage_chunk is None or ours:
@@ -583,7 +493,7 @@ class Gateway:
         except GatewayError as exc:
             # Headers are gone: bill what was delivered, then an `error` event (the SDK raises APIError).
             status = "partial"
-            await self._settle(ticket, None, tier, _delivered_text(sent), status, error_code=exc.code)
+            await self.settle(ticket, None, tier, _delivered_text(sent), status, error_code=exc.code)
             yield data_frame(exc.to_json())
         finally:
             await stream.aclose()
@@ -591,62 +501,17 @@ class Gateway:
                 # The client went away: bill what it was sent. Shielded, so the bill is made even if
                 # this task is cancelled while it waits.
                 task = asyncio.get_running_loop().create_task(
-                    self._settle(ticket, None, tier, _delivered_text(sent), "cancelled"))
+                    self.settle(ticket, None, tier, _delivered_text(sent), "cancelled"))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 await asyncio.shield(task)
-
-    async def _relay_events(
-        self, ticket: Ticket, source: EventSource, keep: Callable[[dict[str, Any], int], Sequence[tuple[Table, dict[str, Any]]]],
-    ) -> AsyncGenerator[bytes, None]:
-        """Frame Responses events as SSE; the final event (with usage and cost) waits for the bill."""
-        final: dict[str, Any] | None = None
-        try:
-            batch: list[dict[str, Any]] | None = source.first
-            while batch is not None:
-                frames = []
-                for event in batch:
-                    if event.get("type") in TERMINAL:
-                        final = event
-                        continue
-                    frames.append(_event_frame(event))
-                if frames:
-                    yield b"".join(frames)
-                batch = await source.next()
-            if final is None:
-                raise GatewayError(502, f"Deployment {ticket.deployment.id} ended the stream without a final event.",
-                                   type="upstream_error", code="upstream_stream_broken")
-            response = final["response"]
-
-            def attach(cost: int, metered: TokenUsage) -> Sequence[tuple[Table, dict[str, Any]]]:
-                _set_cost(response, cost)
-                return keep(response, cost) if response.get("status") != "failed" else ()
-
-            status = "completed" if final["type"] != "response.failed" else "partial"
-            await self._settle(ticket, response.get("usage"), response.get("service_tier"), source.delivered,
-                               status, attach=attach, replace_usage=response)
-            yield _event_frame(final)
-        except GatewayError as exc:
-            # Headers are gone: bill what was delivered, then close the stream as failed.
-            if not ticket.settled:
-                await self._settle(ticket, None, None, source.delivered(), "partial", error_code=exc.code)
-            yield b"".join(_event_frame(e) for e in source.failed(exc))
-        finally:
-            await source.aclose()
-            if not ticket.settled:
-                task = asyncio.get_running_loop().create_task(
-                    self._settle(ticket, None, None, source.delivered(), "cancelled"))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-                await asyncio.shield(task)
-
 
 def prompt_bytes_estimate(request: ChatRequest) -> int:
     """Prompt tokens by OpenAI's four-bytes rule (smart routing's size rules)."""
     return prompt_bytes_bound(request) // BYTES_PER_TOKEN_ESTIMATE
 
 
-def _at_most(count: int, limit: int, param: str) -> None:
+def at_most(count: int, limit: int, param: str) -> None:
     if count > limit:
         raise invalid_request(f"Invalid '{param}': {count:,} items, at most {limit:,} are allowed in one request.",
                               param=param, code="array_above_max_length")
@@ -656,12 +521,6 @@ def new_trace(raw: Any, principal: Principal, request_id: str, endpoint: str, ba
     model = raw.get("model") if isinstance(raw, dict) else None
     stream = bool(raw.get("stream")) if isinstance(raw, dict) else False
     return Trace(request_id, principal, endpoint, model if isinstance(model, str) else "", stream, batch)
-
-
-def _unviewed_bytes(conversation: list[dict[str, Any]]) -> int:
-    """Bytes of Responses items with no place in the chat view (reasoning, hosted tool calls)."""
-    shown = ("message", "function_call", "function_call_output", None)
-    return sum(len(orjson.dumps(item)) for item in conversation if item.get("type") not in shown)
 
 
 class _ModelRename:
@@ -694,7 +553,7 @@ class _ModelRename:
         return chunk
 
 
-async def _first(dep: Deployment, stream: AsyncIterator[Any]) -> Any:
+async def first_batch(dep: Deployment, stream: AsyncIterator[Any]) -> Any:
     """The first batch of a stream: until it is in, a failure may still fall back."""
     try:
         first = await anext(stream)
@@ -709,20 +568,11 @@ async def _first(dep: Deployment, stream: AsyncIterator[Any]) -> Any:
     return first
 
 
-async def _open_stream(dep: Deployment, call: ChatCall) -> tuple[AsyncIterator[list[bytes]], list[bytes]]:
-    """Start a stream and wait for its first chunks: until then, a failure may still fall back."""
-    stream = dep.provider.chat_stream(call)
-    return stream, await _first(dep, stream)
+def _media_frame(event: dict[str, Any]) -> bytes:
+    return event_frame(str(event.get("type") or "message"), orjson.dumps(event))
 
 
-def _event_frame(event: dict[str, Any]) -> bytes:
-    response = event.get("response")
-    if isinstance(response, dict) and "usage" in response and response["usage"] is None:
-        del response["usage"]  # not known yet: OpenAI sends null, which its own spec does not allow
-    return event_frame(event["type"], orjson.dumps(event))
-
-
-def _set_cost(body: dict[str, Any], cost: int) -> None:
+def set_cost(body: dict[str, Any], cost: int) -> None:
     if isinstance(body.get("usage"), dict):
         body["usage"]["cost"] = usd_number(cost)
 
@@ -765,6 +615,8 @@ def _delivered_text(frames: list[bytes]) -> str:
         except orjson.JSONDecodeError:
             continue
         for choice in obj.get("choices") or ():
+            if isinstance(choice.get("text"), str):  # a legacy completion's chunk
+                parts.append(choice["text"])
             delta = choice.get("delta") or {}
             if isinstance(delta.get("content"), str):
                 parts.append(delta["content"])

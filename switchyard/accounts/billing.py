@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -28,6 +28,7 @@ from switchyard.catalog import ModelSpec
 from switchyard.limits import Limits, RateLimiter, Scope, Tier
 from switchyard.metering.cost import TokenUsage, cost_nanos
 from switchyard.metering.estimate import Estimate, Quote
+from switchyard.metering.units import media_cost_nanos
 from switchyard.metering.usage import within_bounds
 from switchyard.routing.table import Deployment
 from switchyard.wire.chat import ChatRequest
@@ -118,8 +119,11 @@ class Billing:
     async def admit(
         self, request_id: str, principal: Principal, public_model: str, quote: Quote,
         candidates: Sequence[Deployment], endpoint: str = "/v1/chat/completions", batch: bool = False,
+        worst: Callable[[Deployment], int] | None = None,
     ) -> tuple[Ticket, dict[str, str]]:
-        """Rate-limit and reserve; the hold covers the dearest candidate, since any may answer."""
+        """Rate-limit and reserve; the hold covers the dearest candidate, since any may answer.
+        `worst`: the most the request can cost at a deployment, at list price, for endpoints
+        that bill in units of their own (images, audio); default: the quote's token bounds."""
         dep = candidates[0]
         request = quote.request
         est = quote.at(dep)
@@ -138,9 +142,12 @@ class Billing:
                 headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
             raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
                                code="rate_limit_exceeded", headers=headers)
-        worst = max(self.worst_case(quote, principal, d, batch) for d in candidates)
+        if worst is None:
+            most = max(self.worst_case(quote, principal, d, batch) for d in candidates)
+        else:
+            most = max(_multiplied(worst(d), principal.org.price_multiplier) for d in candidates)
         try:
-            hold = await self.funds.reserve(principal, worst)
+            hold = await self.funds.reserve(principal, most)
         except GatewayError as exc:
             await self._correct(scopes, rate_tokens, 0)
             exc.headers.update(admission.headers)
@@ -178,7 +185,7 @@ class Billing:
     async def settle(
         self, ticket: Ticket, usage: TokenUsage, *, status: str, service_tier: object, image_tokens: int,
         free: bool = False, attach: Callable[[int], Sequence[tuple[Table, dict[str, Any]]]] | None = None,
-        source: str = "upstream", error_code: str | None = None,
+        source: str = "upstream", error_code: str | None = None, units: Mapping[str, int] | None = None,
     ) -> int:
         """Bill exactly once; returns the cost in nano-dollars once it is committed.
 
@@ -188,13 +195,20 @@ class Billing:
         `free`: answered from the response cache; no upstream was paid, so the usage is
         recorded at zero cost. `attach(cost)`: rows committed in the same transaction as the
         bill (a stored response, a batch line's result). `source`: "counted" when the usage is
-        our own count because the upstream reported none."""
+        our own count because the upstream reported none. `units`: a media endpoint's quantities
+        (audio milliseconds, images, image tokens...), priced with the tokens by the catalog's
+        `units`; such a bill is bounded by its hold alone."""
         if ticket.settled:
             raise RuntimeError(f"request {ticket.request_id} settled twice")
         ticket.settled = ticket.billed = True
-        bounds = ticket.estimate
-        usage, anomaly = within_bounds(usage, bounds.input_bound, bounds.output_bound)
-        cost = 0 if free else self.price(ticket, usage, service_tier)
+        if units is None:
+            bounds = ticket.estimate
+            usage, anomaly = within_bounds(usage, bounds.input_bound, bounds.output_bound)
+            cost = 0 if free else self.price(ticket, usage, service_tier)
+        else:
+            anomaly = None
+            cost = 0 if free else media_cost_nanos(ticket.deployment.spec, usage, units,
+                                                   ticket.principal.org.price_multiplier)
         if cost > ticket.hold.amount_nanos:
             over = f"cost {cost} > hold {ticket.hold.amount_nanos} nanos"
             anomaly = f"{anomaly}; {over}" if anomaly else over
@@ -218,7 +232,7 @@ class Billing:
             latency_ms=int((time.perf_counter() - ticket.started) * 1000), created_at=int(time.time() * 1000),
             error_code=error_code, usage_source=source, anomaly=anomaly[:200] if anomaly else None,
             ttfb_ms=int((ticket.first_byte - ticket.started) * 1000) if ticket.first_byte is not None else None,
-            attempts=ticket.attempts,
+            attempts=ticket.attempts, units=_units_text(units),
             rows=tuple(attach(cost)) if attach is not None else (),
         )
         committed = self.writer.submit(settlement)
@@ -279,6 +293,19 @@ class Billing:
             await self.limiter.correct(scopes, estimated, actual)
         except (RuntimeError, RedisError) as exc:
             log.error("could not correct rate-limit tokens: %s", exc)
+
+
+def _multiplied(nanos: int, multiplier: Decimal) -> int:
+    """A list-price amount at an organisation's price multiplier, rounded up (a hold never falls short)."""
+    exact = Decimal(nanos) * multiplier
+    return int(exact.to_integral_value(rounding="ROUND_CEILING"))
+
+
+def _units_text(units: Mapping[str, int] | None) -> str | None:
+    """The quantities as the record keeps them: `audio_ms=90500 image.hd.1024x1024=1`."""
+    if not units:
+        return None
+    return " ".join(f"{name}={quantity}" for name, quantity in sorted(units.items()))[:300]
 
 
 def _shared_state_unavailable() -> GatewayError:

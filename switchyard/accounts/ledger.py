@@ -58,6 +58,7 @@ class Settlement:
     anomaly: str | None = None  # what the upstream reported beyond the request's bounds (billed at the bound)
     ttfb_ms: int | None = None  # until the first answer or stream chunk arrived from the upstream
     attempts: int | None = None  # deployments tried
+    units: str | None = None  # a media request's quantities: `audio_ms=90500`, `image.hd.1024x1024=1`
     # Rows that belong with this bill (a stored response, a batch line's result): committed in
     # the same transaction, so neither exists without the other.
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()

@@ -14,13 +14,22 @@ from typing import Any
 import orjson
 
 from switchyard.wire.chat import parse_chat_request
+from switchyard.wire.completions import parse_completion_request
+from switchyard.wire.embeddings import parse_embeddings_request
 from switchyard.wire.json_body import parse_json
 from switchyard.wire.errors import GatewayError
 from switchyard.wire.responses import parse_responses_request
 
 CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
-ENDPOINTS = (CHAT, RESPONSES)
+EMBEDDINGS = "/v1/embeddings"
+COMPLETIONS = "/v1/completions"
+# Each endpoint a batch may target, with the check its live route makes of a body.
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    CHAT: parse_chat_request, RESPONSES: parse_responses_request, EMBEDDINGS: parse_embeddings_request,
+    COMPLETIONS: parse_completion_request,
+}
+ENDPOINTS = tuple(PARSERS)
 MAX_LINES = 50_000
 # errors.data is returned on every read of the batch: beyond this the error file has the rest.
 MAX_REPORTED_ERRORS = 1000
@@ -66,7 +75,7 @@ def parse_input(data: bytes, endpoint: str, known_model: Callable[[str], bool] |
             "too_many_requests", f"The input file has {len(numbered)} requests; a batch may have at most {MAX_LINES}."))
         return out
     # The same checks as the endpoint itself, so a line that passes here is not refused later.
-    parse_body: Callable[[Any], Any] = parse_responses_request if endpoint == RESPONSES else parse_chat_request
+    parse_body = PARSERS[endpoint]
     seen: set[str] = set()
     model_line: int | None = None
     for number, raw in numbered:

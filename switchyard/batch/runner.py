@@ -25,16 +25,19 @@ import orjson
 
 from switchyard.accounts.directory import Directory
 from switchyard.batch.jsonl import (
-    CHAT, BatchLine, LineError, answered_line, parse_input, reported_errors, unanswered_line, validation_error_lines,
+    CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, BatchLine, LineError, answered_line, parse_input, reported_errors, unanswered_line, validation_error_lines,
 )
 from switchyard.batch.records import BatchRecord, BatchRecords, now_ms, result_row
 from switchyard.files import FileStore
+from switchyard.endpoints import chat, completions, embeddings, responses
 from switchyard.gateway import Gateway
 from switchyard.server.request_id import new_request_id
 from switchyard.store.schema import batch_results
 from switchyard.wire.errors import GatewayError, server_error
 
 log = logging.getLogger("switchyard.batch")
+# The endpoint module that answers a batch's lines, each as a live request with batch=True.
+_SERVE = {CHAT: chat.serve, RESPONSES: responses.serve, EMBEDDINGS: embeddings.serve, COMPLETIONS: completions.serve}
 
 MAX_RETRIES = 3  # extra attempts for a line that failed with a 5xx
 MAX_RETRY_DELAY = 30.0
@@ -321,10 +324,7 @@ class BatchRunner:
                                                    answer.get("usage"), cost))]
 
             try:
-                if b.endpoint == CHAT:
-                    await self.gateway.chat(dict(line.body), principal, request_id, batch=True, record=record)
-                else:
-                    await self.gateway.respond(dict(line.body), principal, request_id, batch=True, record=record)
+                await _SERVE[b.endpoint](self.gateway, dict(line.body), principal, request_id, batch=True, record=record)
                 return
             except GatewayError as exc:
                 error = exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as _field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "ImageTokenSpec",
     "ModelSpec",
     "Prices",
+    "UnitPrice",
     "PromptOverhead",
     "load_catalog",
 ]
@@ -37,7 +39,11 @@ PROVIDERS = frozenset({"openai", "anthropic", "gemini", "local"})
 CAPABILITIES = frozenset(
     {"streaming", "tools", "parallel_tool_calls", "vision", "json_object", "json_schema", "reasoning", "logprobs"}
 )
-ENDPOINTS = frozenset({"chat.completions", "responses", "embeddings", "moderations"})
+ENDPOINTS = frozenset({
+    "chat.completions", "responses", "completions", "embeddings", "moderations",
+    "images.generations", "images.edits", "images.variations",
+    "audio.transcriptions", "audio.translations", "audio.speech",
+})
 # Every value any SDK version accepts for reasoning_effort.
 REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh", "max"})
 SERVICE_TIERS = frozenset({"batch", "flex", "priority", "scale"})
@@ -48,6 +54,7 @@ _REQUIRED = (
 )
 _OPTIONAL = (
     "snapshots", "multipliers", "reasoning_efforts", "default_reasoning_effort", "image_tokens", "prompt_overhead", "notes",
+    "units", "image_output_tokens", "audio_tokens_per_second",
 )
 _PRICE_FIELDS = ("input", "cached_input", "output", "cache_write")
 _IMAGE_FIELDS = (
@@ -71,6 +78,15 @@ class Prices:
     cached_input: Decimal | None
     output: Decimal
     cache_write: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPrice:
+    """A price in something other than text tokens: ``usd`` per ``per`` units, e.g. $0.006 per
+    60,000 ms of audio (a minute), $15 per 1,000,000 characters, $0.04 per image."""
+
+    usd: Decimal
+    per: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +140,13 @@ class ModelSpec:
     image_tokens: ImageTokenSpec | None
     snapshots: tuple[str, ...]
     prompt_overhead: PromptOverhead = PromptOverhead()
+    # Non-token prices by unit name (`audio_ms`, `character`, `image_input_token`,
+    # `image.<quality>.<size>`): what the media endpoints bill beside `prices`.
+    units: Mapping[str, UnitPrice] = _field(default_factory=lambda: MappingProxyType({}))
+    # GPT image models: output tokens of one image by quality and size (the worst case at admission).
+    image_output_tokens: Mapping[str, Mapping[str, int]] = _field(default_factory=lambda: MappingProxyType({}))
+    # Token-billed audio models: the most audio tokens one second of input can count (admission's bound).
+    audio_tokens_per_second: int | None = None
 
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -337,6 +360,24 @@ def _parse_model(model_id: str, entry: Any) -> ModelSpec:
     if entry.get("notes") is not None and not isinstance(entry["notes"], str):
         raise e.error("notes", f"must be a string, got {_kind(entry['notes'])}")
 
+    raw_units = _or(entry.get("units"), {})
+    if not isinstance(raw_units, Mapping):
+        raise e.error("units", f"must be a mapping, got {_kind(raw_units)}")
+    units: dict[str, UnitPrice] = {}
+    for name, unit in raw_units.items():
+        fields = e.mapping(f"units.{name}", unit, ("usd", "per"))
+        units[str(name)] = UnitPrice(e.decimal(f"units.{name}.usd", fields.get("usd")),
+                                     e.integer(f"units.{name}.per", fields.get("per"), minimum=1))
+    output_images: dict[str, Mapping[str, int]] = {}
+    raw_images = _or(entry.get("image_output_tokens"), {})
+    if not isinstance(raw_images, Mapping):
+        raise e.error("image_output_tokens", f"must be a mapping, got {_kind(raw_images)}")
+    for quality, sizes in raw_images.items():
+        if not isinstance(sizes, Mapping) or not sizes:
+            raise e.error(f"image_output_tokens.{quality}", "must map sizes to token counts")
+        output_images[str(quality)] = MappingProxyType(
+            {str(size): e.integer(f"image_output_tokens.{quality}.{size}", n, minimum=1) for size, n in sizes.items()})
+
     return ModelSpec(
         id=model_id,
         provider=provider,
@@ -353,6 +394,10 @@ def _parse_model(model_id: str, entry: Any) -> ModelSpec:
         image_tokens=image_tokens,
         snapshots=snapshots,
         prompt_overhead=overhead,
+        units=MappingProxyType(units),
+        image_output_tokens=MappingProxyType(output_images),
+        audio_tokens_per_second=(None if entry.get("audio_tokens_per_second") is None else
+                                 e.integer("audio_tokens_per_second", entry["audio_tokens_per_second"], minimum=1)),
     )
 
 

@@ -18,13 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from switchyard.catalog import CatalogError, load_catalog
+from switchyard.catalog.catalog import ENDPOINTS
 from switchyard.cli.admin import add_row, emit, fail, money, show
 from switchyard.cli.cost import build_body
 from switchyard.config import ConfigError, load_settings
 from switchyard.metering.cost import TokenUsage, cost_nanos, usd
 from switchyard.metering.estimate import Quote
 from switchyard.metering.tokens import count_prompt_tokens
-from switchyard.routing.fit import check_capabilities, check_endpoint, check_size
+from switchyard.routing.fit import check_capabilities, check_endpoint, check_provider, check_size, serving
 from switchyard.routing.router import Router
 from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.chat import ChatRequest, parse_chat_request
@@ -50,8 +51,11 @@ def _reason(exc: GatewayError) -> dict[str, Any]:
     return {"message": exc.message, "param": exc.param, "code": exc.code, "status": exc.status}
 
 
-def explain_request(table: ModelTable, model: str, request: ChatRequest, default_output: int) -> dict[str, Any]:
-    """The explanation as a plain object (what `--json` prints); raises GatewayError for an unknown model."""
+def explain_request(table: ModelTable, model: str, request: ChatRequest, default_output: int,
+                    endpoint: str = "chat.completions") -> dict[str, Any]:
+    """The explanation as a plain object (what `--json` prints); raises GatewayError for an unknown model.
+    `endpoint`: the API asked about (a catalog endpoint name); beyond chat, a deployment serves it
+    when its catalog entry lists it and its provider implements it."""
     public, group = table.resolve(model)
     strategy = table.strategy(public)
     quote = Quote(request)  # as the gateway: image tokens per catalog entry, output per choice times n
@@ -68,9 +72,12 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
         reason: GatewayError | None = None
         tokens = prompt_tokens(dep)
         try:
-            check_endpoint(model, [dep], "chat.completions")  # the explanation is of a chat request
-            check_capabilities(request, dep)
-            check_size(request, dep, tokens)
+            if endpoint == "chat.completions":
+                check_endpoint(model, [dep], endpoint)
+                check_capabilities(request, dep)
+                check_size(request, dep, tokens)
+            else:
+                check_provider(dep, endpoint)
         except GatewayError as exc:
             reason = exc
         # The most it could bill: every choice at the request's cap (or the deployment's default),
@@ -101,9 +108,12 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
     refused: dict[str, Any] | None = None
     order: list[str] = []
     try:
-        check_endpoint(model, group, "chat.completions")
-        chat_group = [d for d in group if "chat.completions" in d.spec.endpoints]
-        order = [d.id for d in Router().candidates(request, chat_group, strategy, prompt_tokens, expected_output)]
+        if endpoint == "chat.completions":
+            check_endpoint(model, group, endpoint)
+            able = [d for d in group if endpoint in d.spec.endpoints]
+        else:
+            able = serving(model, group, endpoint)
+        order = [d.id for d in Router().candidates(request, able, strategy, prompt_tokens, expected_output)]
     except GatewayError as exc:
         refused = _reason(exc)
     by_id = {row["id"]: row for row in rows}
@@ -112,6 +122,7 @@ def explain_request(table: ModelTable, model: str, request: ChatRequest, default
     return {
         "object": "routes.explanation",
         "model": model,
+        "endpoint": endpoint,
         "public_name": public,
         "strategy": strategy,
         "strategy_order": _STRATEGY_NOTES.get(strategy, _STRATEGY_NOTES["priority"]),
@@ -170,6 +181,8 @@ def explain(
     tools: Annotated[bool, typer.Option("--tools", help="Add a sample function tool to the request.")] = False,
     image: Annotated[Optional[list[str]], typer.Option(help="Image file, http(s) URL or data URL; repeatable.")] = None,
     detail: Annotated[str, typer.Option(help="Detail level of --image images: auto, low, high, original.")] = "auto",
+    endpoint: Annotated[str, typer.Option(help="The API asked about: chat.completions, completions, embeddings, "
+                                               "images.generations, audio.transcriptions, ...")] = "chat.completions",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw object instead of a table.")] = False,
 ) -> None:
     """Every deployment of a model: can it serve this request (and why not), its cost, and the order tried."""
@@ -180,11 +193,13 @@ def explain(
         body["max_completion_tokens"] = max_tokens
     if tools:
         body["tools"] = [*(body.get("tools") or []), SAMPLE_TOOL]
+    if endpoint not in ENDPOINTS:
+        fail(f"unknown endpoint {endpoint!r}; one of {', '.join(sorted(ENDPOINTS))}", 2)
     try:
         settings = load_settings()
         table = ModelTable(settings, load_catalog(overrides=settings.catalog_overrides))
         request = parse_chat_request(body)
-        result = explain_request(table, model, request, settings.default_output_estimate)
+        result = explain_request(table, model, request, settings.default_output_estimate, endpoint)
     except (ConfigError, CatalogError) as exc:
         fail(str(exc), 2)
     except GatewayError as exc:

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from switchyard.accounts.admin import now_ms
+from switchyard.console.prices import price_rows
 from switchyard.console.web import HEADERS, Visit, event_stream, not_found_page, page, render
 from switchyard.metering import request_log, rollups
 from switchyard.metering.cost import usd
@@ -335,18 +336,7 @@ async def statement(visit: Visit) -> Response:
 
 async def models_page(visit: Visit) -> Response:
     assert visit.org is not None
-    multiplier = Decimal(visit.org["price_multiplier"])
-    rows = []
-    for name, spec in _state(visit).table.names():
-        def price(value: Decimal | None) -> str | None:
-            return None if value is None else format((value * multiplier).normalize(), "f")
-
-        image = spec.image_tokens.method if spec.image_tokens else None
-        rows.append({"id": name, "owned_by": spec.owned_by, "input_per_million_usd": price(spec.prices.input),
-                     "cached_input_per_million_usd": price(spec.prices.cached_input),
-                     "output_per_million_usd": price(spec.prices.output), "context_window": spec.context_window,
-                     "max_output_tokens": spec.max_output_tokens, "capabilities": sorted(spec.capabilities),
-                     "image_tokens": image})
+    rows = price_rows(_state(visit).table, Decimal(visit.org["price_multiplier"]))
     return render(visit, "models.html", {"price_multiplier": visit.org["price_multiplier"], "data": rows})
 
 

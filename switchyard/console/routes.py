@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from switchyard.console import auth_pages, operator_pages, pages
+from switchyard.console.prices import price_rows
 from switchyard.console.web import STATIC, not_found_page, render
 
 
@@ -18,13 +19,7 @@ async def public_pricing(request: Request) -> Response:
     state = request.app.state.sy
     if not state.console.settings.public_pricing:
         return not_found_page(request)
-    rows = [{"id": name, "owned_by": spec.owned_by, "input_per_million_usd": format(spec.prices.input.normalize(), "f"),
-             "output_per_million_usd": format(spec.prices.output.normalize(), "f"),
-             "cached_input_per_million_usd": format(spec.prices.cached_input.normalize(), "f")
-             if spec.prices.cached_input is not None else None,
-             "context_window": spec.context_window, "max_output_tokens": spec.max_output_tokens,
-             "capabilities": sorted(spec.capabilities), "image_tokens": spec.image_tokens.method if spec.image_tokens else None}
-            for name, spec in state.table.names()]
+    rows = price_rows(state.table)
     return render(None, "pricing.html", {"price_multiplier": str(Decimal(1)), "data": rows}, request=request)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchyard.accounts.records import Principal
-from switchyard.gateway import Gateway, Outcome, Trace, new_trace
+from switchyard.gateway import Gateway, Outcome, Record, Trace, new_trace
 from switchyard.providers import EmbedCall
 from switchyard.routing.table import Deployment
 from switchyard.wire.embeddings import embeddings_object, parse_embeddings_request
@@ -13,12 +13,14 @@ from switchyard.wire.embeddings import embeddings_object, parse_embeddings_reque
 ENDPOINT = "/v1/embeddings"
 
 
-async def serve(gw: Gateway, raw: Any, principal: Principal, request_id: str) -> Outcome:
-    trace = new_trace(raw, principal, request_id, ENDPOINT, False)
-    return await gw.traced(trace, _embed(gw, raw, trace))
+async def serve(gw: Gateway, raw: Any, principal: Principal, request_id: str, *, batch: bool = False,
+                record: Record | None = None) -> Outcome:
+    """`batch`: a Batch API line (its own rate-limit pool, batch prices); `record`: rows committed with the bill."""
+    trace = new_trace(raw, principal, request_id, ENDPOINT, batch)
+    return await gw.traced(trace, _embed(gw, raw, trace, record))
 
 
-async def _embed(gw: Gateway, raw: Any, trace: Trace) -> Outcome:
+async def _embed(gw: Gateway, raw: Any, trace: Trace, record: Record | None) -> Outcome:
     req = parse_embeddings_request(raw)
     if req.texts is not None:
         admitted = await gw.admit_inputs(trace, req.model, list(req.texts), "embeddings", ENDPOINT)
@@ -35,4 +37,4 @@ async def _embed(gw: Gateway, raw: Any, trace: Trace) -> Outcome:
             del body["usage"]  # counted at settlement, as the deployment counts
         return body
 
-    return admitted.headed(await gw.answered(ticket, admitted.candidates, embed_at, None, None))
+    return admitted.headed(await gw.answered(ticket, admitted.candidates, embed_at, None, None, record))

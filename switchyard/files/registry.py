@@ -223,10 +223,12 @@ class FileStore:
             raise
         return await self._commit(org_id, key_id, filename, purpose, staged, expires_after)
 
-    async def create(self, org_id: str, key_id: str | None, filename: str, purpose: str, data: bytes) -> FileRecord:
-        """A file the gateway writes itself (e.g. `batch_output`): no upload checks, no expiry."""
+    async def create(self, org_id: str, key_id: str | None, filename: str, purpose: str, data: bytes,
+                     expires_after: int | None = None) -> FileRecord:
+        """A file the gateway writes itself (`batch_output`, a generated image): no upload checks;
+        no expiry unless given (seconds)."""
         staged = await self.blobs.stage_bytes(org_id, data)
-        return await self._commit(org_id, key_id, clean_filename(filename), purpose, staged, None)
+        return await self._commit(org_id, key_id, clean_filename(filename), purpose, staged, expires_after)
 
     async def _commit(
         self, org_id: str, key_id: str | None, filename: str, purpose: str, staged: StagedBlob,

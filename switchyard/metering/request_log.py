@@ -39,10 +39,21 @@ def request_object(row: Any) -> dict[str, Any]:
         "usage": {"input_tokens": row.input_tokens, "cached_tokens": row.cached_tokens,
                   "cache_write_tokens": row.cache_write_tokens, "output_tokens": row.output_tokens,
                   "reasoning_tokens": row.reasoning_tokens, "image_tokens": row.image_tokens,
-                  "source": row.usage_source},
+                  "source": row.usage_source,
+                  "units": _units(getattr(row, "units", None))},
         "cost_nanos": row.cost_nanos, "cost_usd": usd(row.cost_nanos), "latency_ms": row.latency_ms,
         "ttfb_ms": row.ttfb_ms, "attempts": row.attempts, "anomaly": row.anomaly,
     }
+
+
+def _units(text: str | None) -> dict[str, int]:
+    """A media request's quantities (`audio_ms=90500 image.hd.1024x1024=1`) as an object."""
+    out: dict[str, int] = {}
+    for pair in (text or "").split():
+        name, _, value = pair.partition("=")
+        if value.isdigit():
+            out[name] = int(value)
+    return out
 
 
 def _cursor(row: dict[str, Any]) -> str:

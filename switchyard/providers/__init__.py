@@ -1,5 +1,11 @@
 """Upstream protocols, one module each (see `base.provider_class`)."""
 
-from switchyard.providers.base import ChatCall, EmbedCall, Embedded, ModerateCall, Provider, ResponsesCall, ResponsesUnsupported, provider_class
+from switchyard.providers.base import (
+    ChatCall, CompletionCall, EmbedCall, Embedded, MediaCall, MessagesCall, ModerateCall, Provider, ResponsesCall, ResponsesUnsupported, Speech,
+    provider_class,
+)
 
-__all__ = ["ChatCall", "EmbedCall", "Embedded", "ModerateCall", "Provider", "ResponsesCall", "ResponsesUnsupported", "provider_class"]
+__all__ = [
+    "ChatCall", "CompletionCall", "EmbedCall", "Embedded", "MediaCall", "MessagesCall", "ModerateCall", "Provider", "ResponsesCall", "ResponsesUnsupported",
+    "Speech", "provider_class",
+]

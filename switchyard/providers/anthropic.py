@@ -16,6 +16,8 @@ Options (extra keys of the deployment): `thinking_budgets` (effort → budget_to
 
 from __future__ import annotations
 
+import re
+
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, HTTPProvider
+from switchyard.providers.base import ChatCall, HTTPProvider, MessagesCall
 from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
@@ -33,7 +35,8 @@ from switchyard.wire.chat import (
 )
 from switchyard.wire.answers import json_answer
 from switchyard.wire.errors import GatewayError, invalid_request, upstream_error
-from switchyard.wire.sse import SSEDecoder
+from switchyard.wire.messages import usage_from_anthropic
+from switchyard.wire.sse import SSEDecoder, SSEEvent
 
 log = logging.getLogger("switchyard.providers.anthropic")
 
@@ -48,6 +51,8 @@ FINISH_REASONS = {
     "tool_use": "tool_calls", "refusal": "content_filter",
 }
 # Anthropic error types seen in a mid-stream `error` event → the status we would have given.
+# Beta flags are names like `interleaved-thinking-2025-05-14`: anything else could split the header.
+_BETA_UNSAFE = re.compile(r"[^A-Za-z0-9,._ -]")
 _EVENT_STATUSES = {
     "invalid_request_error": 400, "request_too_large": 413, "rate_limit_error": 429,
     "overloaded_error": 503, "api_error": 502, "timeout_error": 504,
@@ -167,6 +172,71 @@ class AnthropicProvider(HTTPProvider):
     async def _send(self, payload: bytes, stream: bool = False) -> Response:
         return await self.post("/v1/messages", payload, map_anthropic_error, stream=stream)
 
+    # ------------------------------------------------------------------ Messages, passed through
+    @property
+    def native_messages(self) -> bool:
+        return True
+
+    def _passed(self, call: MessagesCall) -> tuple[bytes, bytes]:
+        """The client's own Messages request (unknown and beta fields kept) for this deployment's
+        model, and the client's `anthropic-beta` flags beside the deployment's own."""
+        body = {**call.body, "model": call.upstream_model}
+        if call.stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        beta = _BETA_UNSAFE.sub("", call.beta or "")[:2000]
+        return orjson.dumps(body), (b"anthropic-beta: " + beta.encode() + b"\r\n") if beta else b""
+
+    async def _answer(self, resp: Response) -> tuple[bytes, Any]:
+        """A whole answer's bytes and their JSON (None when it is not JSON)."""
+        try:
+            raw = await resp.read()
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, self.deployment.id) from None
+        try:
+            return raw, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw, None
+
+    async def message(self, call: MessagesCall) -> dict[str, Any]:
+        payload, headers = self._passed(call)
+        _, data = await self._answer(await self.post("/v1/messages", payload, map_anthropic_error, headers=headers))
+        if not isinstance(data, dict) or data.get("type") != "message":
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid message.",
+                                 code="upstream_invalid_response")
+        return data
+
+    async def message_stream(self, call: MessagesCall) -> AsyncIterator[list[SSEEvent]]:
+        """Anthropic's events as they came, batched per read, up to message_stop; an `error`
+        event raises, as a failure mid-stream."""
+        dep_id = self.deployment.id
+        payload, headers = self._passed(call)
+        resp = await self.post("/v1/messages", payload, map_anthropic_error, stream=True, headers=headers)
+        try:
+            if resp.content_type != "text/event-stream":
+                raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.",
+                                     code="upstream_invalid_response")
+            decoder = SSEDecoder()
+            async for piece in resp.iter_chunks():
+                batch = decoder.feed(piece)
+                for event in batch:
+                    if event.event == "error":
+                        try:
+                            err = orjson.loads(event.data).get("error")
+                        except (orjson.JSONDecodeError, AttributeError):
+                            err = None
+                        raise stream_error(err, dep_id)
+                if batch:
+                    yield batch
+                if any(event.event == "message_stop" for event in batch):
+                    return
+            raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, dep_id) from None
+        finally:
+            resp.release()
+
     # ------------------------------------------------------------------ token counts
     # Anthropic: "the token count should be considered an estimate"; a message may bill a few more or less.
     prompt_count_is_billed = False
@@ -200,14 +270,7 @@ class AnthropicProvider(HTTPProvider):
     async def chat(self, call: ChatCall) -> dict[str, Any]:
         body, schema_tool = self.translate(call, stream=False)
         resp = await self._send(orjson.dumps(body))
-        try:
-            raw = await resp.read()
-        except (UpstreamTimeout, UpstreamProtocolError) as exc:
-            raise transport_error(exc, self.deployment.id) from None
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = None
+        raw, data = await self._answer(resp)
         if isinstance(data, dict) and data.get("type") == "error":
             raise map_anthropic_error(502, raw, resp.headers, self.deployment.id)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
@@ -359,25 +422,6 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------- Messages → OpenAI
-def usage_from_anthropic(usage: Mapping[str, Any] | None) -> dict[str, Any]:
-    u = usage or {}
-
-    def n(key: str) -> int:
-        value = u.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    cached, writes = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
-    prompt = n("input_tokens") + cached + writes
-    completion = n("output_tokens")
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": writes},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
-
-
 def _finish(stop_reason: Any, schema_tool_answered: bool, tool_calls: bool) -> str:
     reason = FINISH_REASONS.get(str(stop_reason), "stop")
     if reason == "tool_calls" and not tool_calls:
@@ -574,4 +618,4 @@ def _one_message(model: str, text: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": text}]}
 
 
-__all__ = ["PROVIDER", "AnthropicProvider", "completion_from_message", "map_anthropic_error", "usage_from_anthropic"]
+__all__ = ["PROVIDER", "AnthropicProvider", "completion_from_message", "map_anthropic_error"]

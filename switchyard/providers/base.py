@@ -25,10 +25,12 @@ from switchyard.providers.http import (
     HTTPPool, Response, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, proxy_for, tls_context,
     transport_error,
 )
+from switchyard.wire.completions import CompletionRequest
 from switchyard.wire.embeddings import EmbeddingsRequest
 from switchyard.wire.moderations import ModerationRequest
 from switchyard.wire.errors import GatewayError, invalid_request
 from switchyard.wire.chat import ChatRequest
+from switchyard.wire.sse import SSEEvent
 
 
 log = logging.getLogger("switchyard.providers")
@@ -56,6 +58,16 @@ class ChatCall:
 
 
 @dataclass(slots=True)
+class CompletionCall:
+    """One attempt at a legacy text completion at one deployment."""
+
+    request: CompletionRequest
+    upstream_model: str
+    request_id: str
+    output_limit: int  # per completion: the client's max_tokens (16 when unset)
+
+
+@dataclass(slots=True)
 class EmbedCall:
     """One attempt at embedding at one deployment."""
 
@@ -71,6 +83,40 @@ class ModerateCall:
     request: ModerationRequest
     upstream_model: str
     request_id: str
+
+
+@dataclass(slots=True)
+class MessagesCall:
+    """One attempt at Anthropic's Messages API at a deployment that speaks it: the client's own
+    request, passed through (its beta fields included)."""
+
+    body: dict[str, Any]
+    upstream_model: str
+    request_id: str
+    beta: str | None  # the client's `anthropic-beta` header
+    stream: bool
+
+
+@dataclass(slots=True)
+class MediaCall:
+    """One attempt at a media endpoint (images, audio) at one deployment: the client's checked
+    fields and its uploads, sent as JSON when there are none, else as a multipart form."""
+
+    path: str  # below the API root: /images/generations, /audio/transcriptions, ...
+    fields: dict[str, Any]
+    files: list[tuple[str, str, str, bytes]]  # (field, file name, content type, bytes)
+    upstream_model: str
+    request_id: str
+
+
+@dataclass(slots=True)
+class Speech:
+    """Audio as it is made: its content type, its bytes as they come, and, once they are all in,
+    the upstream's usage when it reports one (None: billed by what the catalog says of input)."""
+
+    content_type: str
+    chunks: AsyncIterator[bytes]
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -165,6 +211,48 @@ class Provider(ABC):
         raise invalid_request(f"Deployment {self.deployment.id} does not serve moderations.", param="model",
                               code="unsupported_endpoint")
 
+    async def complete(self, call: CompletionCall) -> dict[str, Any]:
+        """A `text_completion` object with usage. Only for catalog entries listing `completions`."""
+        raise _unsupported(self.deployment.id, "/v1/completions (it is a chat model)")
+
+    def complete_stream(self, call: CompletionCall) -> AsyncIterator[list[bytes]]:
+        """Batches of `text_completion` chunk payloads; the last one carries `usage`."""
+        raise _unsupported(self.deployment.id, "/v1/completions (it is a chat model)")
+
+    async def images(self, call: MediaCall) -> dict[str, Any]:
+        """OpenAI's images object (`data` of b64_json images, `usage`). Only for deployments
+        whose catalog entry lists an images endpoint."""
+        raise _unsupported(self.deployment.id, "images")
+
+    def images_stream(self, call: MediaCall) -> AsyncIterator[list[dict[str, Any]]]:
+        """Batches of image stream events (partial images, then each completed image with usage)."""
+        raise _unsupported(self.deployment.id, "streamed images")
+
+    async def transcribe(self, call: MediaCall) -> dict[str, Any]:
+        """A transcription (or translation) as JSON: `text`, and `segments` when asked for verbose_json."""
+        raise _unsupported(self.deployment.id, "audio transcriptions")
+
+    def transcribe_stream(self, call: MediaCall) -> AsyncIterator[list[dict[str, Any]]]:
+        """Batches of transcript events (`transcript.text.delta`, then `transcript.text.done` with usage)."""
+        raise _unsupported(self.deployment.id, "streamed transcriptions")
+
+    async def speak(self, call: MediaCall) -> Speech:
+        """Speech for a text, its bytes streamed as the upstream makes them."""
+        raise _unsupported(self.deployment.id, "speech")
+
+    @property
+    def native_messages(self) -> bool:
+        """True when the upstream speaks Anthropic's Messages API: `/v1/messages` passes through."""
+        return False
+
+    async def message(self, call: MessagesCall) -> dict[str, Any]:
+        """Anthropic's message object (only if `native_messages`)."""
+        raise NotImplementedError
+
+    def message_stream(self, call: MessagesCall) -> AsyncIterator[list[SSEEvent]]:
+        """Batches of Anthropic's stream events as they came (only if `native_messages`)."""
+        raise NotImplementedError
+
     async def respond(self, call: ResponsesCall) -> dict[str, Any]:
         """Return a complete Responses API `response` object (only if `native_responses`)."""
         raise NotImplementedError
@@ -176,6 +264,10 @@ class Provider(ABC):
     async def compact(self, call: ResponsesCall) -> dict[str, Any]:
         """Return a `response.compaction` object from `/responses/compact` (only if `native_responses`)."""
         raise NotImplementedError
+
+
+def _unsupported(dep_id: str, what: str) -> GatewayError:
+    return invalid_request(f"Deployment {dep_id} does not serve {what}.", param="model", code="unsupported_endpoint")
 
 
 class HTTPProvider(Provider):
@@ -231,6 +323,7 @@ class HTTPProvider(Provider):
     async def post(
         self, path: str, payload: bytes,
         map_error: Callable[[int, bytes, Mapping[str, str], str], GatewayError], *, stream: bool = False,
+        content_type: str | None = None, headers: bytes = b"",
     ) -> Response:
         """POST and return the response once its headers are in; upstream and transport errors
         become `GatewayError`s (`map_error` reads the protocol's own error bodies). The whole
@@ -240,7 +333,7 @@ class HTTPProvider(Provider):
         deadline = asyncio.get_running_loop().time() + dep.timeouts.total
         try:
             resp = await self._pool.request(
-                "POST", path, payload, deadline=deadline,
+                "POST", path, payload, headers, deadline=deadline, content_type=content_type,
                 max_bytes=dep.max_stream_bytes if stream else dep.max_response_bytes)
             if resp.status >= 400:
                 raise map_error(resp.status, await resp.read(), resp.headers, dep.id)

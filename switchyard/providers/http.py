@@ -304,8 +304,11 @@ class HTTPPool:
         lines = [f"Host: {host_header}", "Connection: keep-alive"]
         if self._forward_prefix and proxy is not None and proxy.authorization:
             lines.append(f"Proxy-Authorization: {proxy.authorization}")
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self._header_block = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        given = list((headers or {}).items())
+        self._header_block = ("\r\n".join(lines + [f"{k}: {v}" for k, v in given]) + "\r\n").encode("latin-1")
+        # For bodies that are not JSON (multipart uploads): the same headers but the content type.
+        self._untyped_block = ("\r\n".join(lines + [f"{k}: {v}" for k, v in given if k.lower() != "content-type"])
+                               + "\r\n").encode("latin-1")
 
     def _put_back(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -353,14 +356,19 @@ class HTTPPool:
     async def request(
         self, method: str, path: str, body: bytes, extra_headers: bytes = b"", *,
         deadline: float | None = None, max_bytes: int | None = None, from_root: bool = False,
+        content_type: str | None = None,
     ) -> Response:
         """Send a request; returns once the response headers are in. `deadline` (loop time): when
         the whole answer must be in; `max_bytes`: the largest body accepted; `from_root`: `path`
-        is from the server's root, not below the base URL's path (a server's own endpoints)."""
+        is from the server's root, not below the base URL's path (a server's own endpoints);
+        `content_type`: the body's, in place of the pool's default."""
         target = self._forward_prefix + (path if from_root else self.base_path + path)
+        block = self._header_block
+        if content_type is not None:
+            block = self._untyped_block + f"Content-Type: {content_type}\r\n".encode("latin-1")
         head = (
             f"{method} {target} HTTP/1.1\r\n".encode("latin-1")
-            + self._header_block + extra_headers + b"Content-Length: %d\r\n\r\n" % len(body)
+            + block + extra_headers + b"Content-Length: %d\r\n\r\n" % len(body)
         )
         for attempt in (0, 1):
             conn = self._take_idle() if attempt == 0 else None

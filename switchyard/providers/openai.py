@@ -7,6 +7,8 @@ ask). Streams are relayed event by event as they arrive.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import struct
 from contextlib import aclosing
@@ -16,7 +18,9 @@ from typing import Any
 
 import orjson
 
-from switchyard.providers.base import ChatCall, EmbedCall, Embedded, HTTPProvider, ModerateCall, ResponsesCall, ResponsesUnsupported
+from switchyard.providers.base import (
+    ChatCall, CompletionCall, EmbedCall, Embedded, HTTPProvider, MediaCall, ModerateCall, ResponsesCall, ResponsesUnsupported, Speech,
+)
 from switchyard.catalog import ModelSpec
 from switchyard.config import ConfigError, DeploymentConfig
 from switchyard.providers.compatible_counts import KINDS as COUNT_KINDS
@@ -28,6 +32,7 @@ from switchyard.providers.http import (
     Response, UpstreamProtocolError, UpstreamTimeout, transport_error,
 )
 from switchyard.wire.errors import GatewayError, upstream_error
+from switchyard.wire.forms import encode_form
 from switchyard.wire.sse import SSEDecoder, SSEEvent
 
 log = logging.getLogger("switchyard.providers.openai")
@@ -147,28 +152,41 @@ class OpenAIProvider(HTTPProvider):
         return data
 
     async def respond_stream(self, call: ResponsesCall) -> AsyncIterator[list[dict[str, Any]]]:
-        dep_id = self.deployment.id
         body = {**call.body, "model": call.upstream_model, "stream": True}
         resp = await self._post_responses(body, stream=True)
+        async with aclosing(self._json_events(resp, _TERMINAL_EVENTS)) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def _json_events(self, resp: Response, terminal: frozenset[str] | tuple[str, ...],
+                           count: int = 1) -> AsyncIterator[list[dict[str, Any]]]:
+        """A stream of JSON events (Responses, images, transcripts, speech), batched per read,
+        ended after `count` terminal events; an error event raises, as a failure mid-stream."""
+        dep_id = self.deployment.id
+        seen = 0
         async with aclosing(self._event_batches(resp)) as batches:
             async for events in batches:
-                batch, ended = [], False
+                batch = []
                 for event in events:
                     if event.data == b"[DONE]":
                         continue
                     try:
                         obj = orjson.loads(event.data)
                     except orjson.JSONDecodeError:
-                        raise upstream_error(502, f"Deployment {dep_id} sent an unreadable event.", code="upstream_invalid_response") from None
-                    kind = obj.get("type") if isinstance(obj, dict) else None
-                    if kind == "error":
-                        raise upstream_error(502, f"Deployment {dep_id} failed mid-stream: {obj.get('message') or 'unknown error'}",
-                                             code=obj.get("code") or "upstream_error")
+                        obj = None
+                    if not isinstance(obj, dict):
+                        raise upstream_error(502, f"Deployment {dep_id} sent an unreadable event.",
+                                             code="upstream_invalid_response")
+                    if obj.get("type") == "error" or isinstance(obj.get("error"), dict):
+                        err = obj["error"] if isinstance(obj.get("error"), dict) else obj
+                        raise upstream_error(502, f"Deployment {dep_id} failed mid-stream: "
+                                                  f"{err.get('message') or 'unknown error'}",
+                                             code=str(err.get("code") or "upstream_error"))
                     batch.append(obj)
-                    ended = ended or kind in _TERMINAL_EVENTS
+                    seen += obj.get("type") in terminal
                 if batch:
                     yield batch
-                if ended:
+                if seen >= count:
                     return
         raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
 
@@ -227,6 +245,116 @@ class OpenAIProvider(HTTPProvider):
                                  code="upstream_invalid_response")
         return data
 
+    # ---- legacy completions: passed through ---------------------------------------------------
+
+    def _completion_payload(self, call: CompletionCall, stream: bool) -> bytes:
+        body = {**call.request.raw, "model": call.upstream_model, "max_tokens": call.output_limit}
+        if stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def complete(self, call: CompletionCall) -> dict[str, Any]:
+        resp = await self.post("/completions", self._completion_payload(call, False), map_error)
+        data = await self._read_json(resp)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid completion.",
+                                 code="upstream_invalid_response")
+        return data
+
+    async def complete_stream(self, call: CompletionCall) -> AsyncIterator[list[bytes]]:
+        resp = await self.post("/completions", self._completion_payload(call, True), map_error, stream=True)
+        async with aclosing(self._chunks(resp)) as batches:
+            async for batch in batches:
+                yield batch
+
+    # ---- media: images and audio ------------------------------------------------------------
+
+    async def _post_media(self, call: MediaCall, stream: bool, fields: dict[str, Any] | None = None) -> Response:
+        """The call as JSON, or as a multipart form when it uploads files (as OpenAI takes them)."""
+        body = {**(call.fields if fields is None else fields), "model": call.upstream_model}
+        if not call.files:
+            return await self.post(call.path, orjson.dumps(body), map_error, stream=stream)
+        pairs = [(name, item) for name, value in body.items()
+                 for item in (value if isinstance(value, list) else [value])]
+        content_type, payload = encode_form(
+            [(f"{name}[]" if isinstance(body[name], list) else name, _form_text(item)) for name, item in pairs],
+            call.files)
+        return await self.post(call.path, payload, map_error, stream=stream, content_type=content_type)
+
+    async def _media_json(self, call: MediaCall, check: str) -> dict[str, Any]:
+        data = await self._read_json(await self._post_media(call, stream=False))
+        if not isinstance(data, dict) or check not in data:
+            raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid {call.path[1:]} answer.",
+                                 code="upstream_invalid_response")
+        return data
+
+    async def _media_events(self, call: MediaCall, terminal: tuple[str, ...], count: int = 1,
+                            fields: dict[str, Any] | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+        """A media stream's events, ended after `count` terminal events (one per image)."""
+        resp = await self._post_media(call, stream=True, fields=fields)
+        async with aclosing(self._json_events(resp, terminal, count)) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def images(self, call: MediaCall) -> dict[str, Any]:
+        return await self._media_json(call, "data")
+
+    def images_stream(self, call: MediaCall) -> AsyncIterator[list[dict[str, Any]]]:
+        return self._media_events(call, ("image_generation.completed", "image_edit.completed"),
+                                  count=int(call.fields.get("n") or 1))
+
+    async def transcribe(self, call: MediaCall) -> dict[str, Any]:
+        return await self._media_json(call, "text")
+
+    def transcribe_stream(self, call: MediaCall) -> AsyncIterator[list[dict[str, Any]]]:
+        return self._media_events(call, ("transcript.text.done",))
+
+    async def speak(self, call: MediaCall) -> Speech:
+        """Raw audio streamed through; for models billed by audio tokens the upstream is asked for
+        its SSE format, whose last event carries the usage, and the audio is decoded from it."""
+        fields = dict(call.fields)
+        if "audio_output_token" not in self.spec.units:
+            fields.pop("stream_format", None)
+            resp = await self._post_media(call, stream=True, fields=fields)
+            return Speech(resp.headers.get("content-type") or "application/octet-stream", self._bytes_of(resp))
+        fields["stream_format"] = "sse"
+        events = self._media_events(call, ("speech.audio.done",), fields=fields)
+        first = await anext(events)  # the first event: a failure here may still fall back
+        speech = Speech(_AUDIO_TYPES.get(str(fields.get("response_format") or "mp3"), "application/octet-stream"),
+                        _empty())
+        speech.chunks = self._audio_of(first, events, speech)
+        return speech
+
+    async def _bytes_of(self, resp: Response) -> AsyncIterator[bytes]:
+        try:
+            async for piece in resp.iter_chunks():
+                yield piece
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, self.deployment.id) from None
+        finally:
+            resp.release()
+
+    async def _audio_of(self, first: list[dict[str, Any]], events: AsyncIterator[list[dict[str, Any]]],
+                        speech: Speech) -> AsyncIterator[bytes]:
+        try:
+            batch: list[dict[str, Any]] | None = first
+            while batch is not None:
+                out = bytearray()
+                for event in batch:
+                    if event.get("type") == "speech.audio.delta":
+                        try:
+                            out += base64.b64decode(str(event.get("audio") or ""), validate=True)
+                        except binascii.Error:
+                            raise upstream_error(502, f"Deployment {self.deployment.id} sent unreadable audio.",
+                                                 code="upstream_invalid_response") from None
+                    elif event.get("type") == "speech.audio.done" and isinstance(event.get("usage"), dict):
+                        speech.usage = event["usage"]
+                if out:
+                    yield bytes(out)
+                batch = await anext(events, None)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
     async def _send(self, call: ChatCall, stream: bool) -> Response:
         return await self.post("/chat/completions", self._payload(call, stream), map_error, stream=stream)
 
@@ -238,8 +366,14 @@ class OpenAIProvider(HTTPProvider):
         return data
 
     async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
-        dep_id = self.deployment.id
         resp = await self._send(call, stream=True)
+        async with aclosing(self._chunks(resp)) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def _chunks(self, resp: Response) -> AsyncIterator[list[bytes]]:
+        """The chunk payloads of a chat or completions stream, batched per read, up to [DONE]."""
+        dep_id = self.deployment.id
         async with aclosing(self._event_batches(resp)) as batches:
             async for events in batches:
                 batch, done = [], False
@@ -259,6 +393,21 @@ class OpenAIProvider(HTTPProvider):
 
 
 PROVIDER = OpenAIProvider
+
+
+_AUDIO_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
+                "wav": "audio/wav", "pcm": "audio/pcm"}
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _form_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def _raise_if_error_event(data: bytes, dep_id: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from switchyard.providers.base import Provider
 from switchyard.routing.table import Deployment
 from switchyard.wire.chat import ChatRequest, JSONObjectFormat
-from switchyard.wire.errors import invalid_request
+from switchyard.wire.errors import GatewayError, invalid_request
 
 
 def check_endpoint(model: str, group: list[Deployment], endpoint: str, *also: str) -> None:
@@ -19,6 +20,42 @@ def check_endpoint(model: str, group: list[Deployment], endpoint: str, *also: st
     else:
         message = f"Model `{model}` does not serve {endpoint}; it serves {', '.join(served)}."
     raise invalid_request(message, param="model", code="unsupported_endpoint")
+
+
+# The provider method that serves each endpoint beyond chat: a provider class that does not
+# override it (Anthropic's has no `complete`) cannot serve the endpoint, whatever the catalog says.
+PROVIDER_METHODS = {
+    "completions": "complete", "embeddings": "embed", "moderations": "moderate",
+    "images.generations": "images", "images.edits": "images", "images.variations": "images",
+    "audio.transcriptions": "transcribe", "audio.translations": "transcribe", "audio.speech": "speak",
+}
+
+
+def check_provider(dep: Deployment, endpoint: str) -> None:
+    """The deployment's catalog entry lists the endpoint and its provider implements it."""
+    if endpoint not in dep.spec.endpoints:
+        raise invalid_request(f"Deployment {dep.id} ({dep.spec.id}) does not serve {endpoint}.", param="model",
+                              code="unsupported_endpoint")
+    method = PROVIDER_METHODS.get(endpoint)
+    if method is not None and getattr(type(dep.provider), method) is getattr(Provider, method):
+        raise invalid_request(f"Deployment {dep.id}: the {dep.config.provider} provider does not implement {endpoint}.",
+                              param="model", code="unsupported_endpoint")
+
+
+def serving(model: str, group: list[Deployment], endpoint: str) -> list[Deployment]:
+    """The deployments of `group` that serve `endpoint`; none: the model's 400, or the first reason."""
+    check_endpoint(model, group, endpoint)
+    able, first = [], None
+    for dep in group:
+        try:
+            check_provider(dep, endpoint)
+            able.append(dep)
+        except GatewayError as exc:
+            first = first or exc
+    if not able:
+        assert first is not None
+        raise first
+    return able
 
 
 def check_capabilities(request: ChatRequest, dep: Deployment) -> None:

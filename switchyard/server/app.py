@@ -20,6 +20,7 @@ from switchyard.accounts.directory import Directory
 from switchyard.accounts.events import UsageEvents
 from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, ensure_master_key
+from switchyard.files.links import FileLinks
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
 from switchyard.accounts.shared_funds import SharedFunds
@@ -135,6 +136,8 @@ def build_app(settings: Settings) -> ASGIApp:
         console=Console(settings.console, People(engine),
                         Sessions(engine, console_secret(settings.data_dir), settings.console.session_hours),
                         AttemptWindow(limit=30, seconds=300)),
+        # Signed with the admin key's digest: every replica that shares the key honours the links.
+        links=FileLinks(master_digest.encode()),
     )
 
     @contextlib.asynccontextmanager

@@ -31,14 +31,15 @@ def error_response(exc: GatewayError) -> Response:
 
 
 class SSEResponse(StreamingResponse):
-    """An event stream that runs `finish` however the response ends (client gone included)."""
+    """An event stream (or another streamed body: speech audio) that runs `finish` however the
+    response ends (client gone included)."""
 
     def __init__(
         self, frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
-        finish: Callable[[], Awaitable[None]] | None = None,
+        finish: Callable[[], Awaitable[None]] | None = None, media_type: str = "text/event-stream",
     ) -> None:
         super().__init__(
-            frames, media_type="text/event-stream",
+            frames, media_type=media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
         )
         self._finish = finish
@@ -53,9 +54,9 @@ class SSEResponse(StreamingResponse):
 
 def sse_response(
     frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
-    finish: Callable[[], Awaitable[None]] | None = None,
+    finish: Callable[[], Awaitable[None]] | None = None, media_type: str = "text/event-stream",
 ) -> SSEResponse:
-    return SSEResponse(frames, headers, finish)
+    return SSEResponse(frames, headers, finish, media_type)
 
 
 class UsageEventStream(Response):

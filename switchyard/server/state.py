@@ -11,6 +11,7 @@ from switchyard.batch import BatchRunner
 from switchyard.config import Settings
 from switchyard.console import Console
 from switchyard.files import FileStore
+from switchyard.files.links import FileLinks
 from switchyard.gateway import Gateway
 from switchyard.routing.table import ModelTable
 
@@ -26,3 +27,4 @@ class AppState:
     files: FileStore
     batches: BatchRunner  # the Batch API: its records and the background runner
     console: Console
+    links: FileLinks  # signed links to generated images

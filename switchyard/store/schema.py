@@ -96,6 +96,7 @@ usage_records = Table(
     Column("anomaly", String(200), nullable=True),  # usage reported past the request's bounds, billed at them
     Column("ttfb_ms", Integer, nullable=True),  # until the first answer (or first stream chunk) arrived
     Column("attempts", Integer, nullable=True),  # deployments tried, fallbacks included
+    Column("units", String(300), nullable=True),  # media quantities billed: `audio_ms=90500 image.hd.1024x1024=1`
     Index("ix_usage_org_time", "org_id", "created_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
 )

@@ -16,6 +16,8 @@ def answer_text(body: dict[str, Any]) -> str:
     names and arguments, reasoning summaries. Metering counts it when an upstream reports no usage."""
     parts: list[str] = []
     for choice in body.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get("text"), str):  # a legacy completion
+            parts.append(choice["text"])
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             continue

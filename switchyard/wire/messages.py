@@ -8,6 +8,7 @@ never refused."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -186,6 +187,26 @@ def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     prompt = int(usage.get("prompt_tokens") or 0)
     return {"input_tokens": max(prompt - cached - written, 0), "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": written, "output_tokens": int(usage.get("completion_tokens") or 0)}
+
+
+def usage_from_anthropic(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Anthropic's usage as chat usage: the prompt counts what was read from and written to the cache."""
+    u = usage or {}
+
+    def n(key: str) -> int:
+        value = u.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    cached, writes = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    prompt = n("input_tokens") + cached + writes
+    completion = n("output_tokens")
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": writes},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 def new_message_id() -> str:

@@ -419,7 +419,7 @@ def test_create_refuses_bad_parameters(gw: Gateway) -> None:
     client = gw.client()
     file_id = upload(client, [chat_line("x")])
     with pytest.raises(openai.BadRequestError) as exc:
-        client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+        client.batches.create(input_file_id=file_id, endpoint="/v1/moderations", completion_window="24h")  # type: ignore[arg-type]
     assert exc.value.param == "endpoint"
     with pytest.raises(openai.BadRequestError) as exc:
         client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="48h")  # type: ignore[arg-type]

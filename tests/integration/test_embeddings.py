@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import USER_KEY, Gateway, start_gateway
+from tests.conftest import USER_KEY, Admin, Gateway, start_gateway
 from tests.openapi_spec import Validate
 from tests.integration.test_gemini import gemini  # noqa: F401  (the Gemini stand-in fixture)
 from tests.standins.gemini_upstream import StandInGemini
@@ -167,3 +167,26 @@ def test_an_embedding_model_answers_no_chat(local_gateway: Gateway) -> None:
         assert answer.status_code == 400, (path, answer.text)
         error = answer.json()["error"]
         assert error["code"] == "unsupported_endpoint" and "it serves embeddings" in error["message"]
+
+
+def test_an_embeddings_batch_is_billed_at_the_batch_price(gw: Gateway, openapi: Validate) -> None:
+    from tests.integration.test_batches import is_final, jsonl, upload, wait_batch
+
+    admin = Admin(gw)
+    org = admin.org("embedding-batches")
+    admin.topup(org["id"], "1")
+    client = gw.client(admin.key(org["id"], name="batcher"))
+    texts = ["alpha", "beta gamma", "delta epsilon zeta"]
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": text, "encoding_format": "float"}}
+             for i, text in enumerate(texts)]
+    created = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings",
+                                    completion_window="24h")
+    final = wait_batch(client, created.id, is_final, timeout=60)
+    assert final.status == "completed" and final.request_counts.completed == 3, final
+    outputs = sorted(jsonl(client, final.output_file_id), key=lambda line: line["custom_id"])
+    assert [len(o["response"]["body"]["data"][0]["embedding"]) for o in outputs] == [8, 8, 8]
+    openapi(outputs[0]["response"]["body"], "CreateEmbeddingResponse")
+    tokens = sum(max(1, len(t) // 4) for t in texts)  # the stand-in's count
+    spent = 10**9 - admin.balance(org["id"])["balance_nanos"]
+    assert spent == tokens * 10  # $0.01 per 1M tokens in the Batch API: half the live price

@@ -29,11 +29,18 @@ def _dep(model: str, catalog: str, **extra: Any) -> dict[str, Any]:
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     work = tmp_path_factory.mktemp("routes-explain")
     config = {
-        "models": {"pick": {"strategy": "cheapest", "deployments": [
+        "models": {"text": {"deployments": [
+            _dep("instruct", "gpt-3.5-turbo-instruct"), _dep("chat", "gpt-5.2"),
+            {"provider": "anthropic", "base_url": "http://127.0.0.1:9", "model": "claude", "catalog": "claude-text"},
+        ]}, "pick": {"strategy": "cheapest", "deployments": [
             _dep("big", "gpt-5.2"), _dep("nano", "gpt-4.1-nano", weight=3, retries=2), _dep("small", "small-window", priority=0),
         ]}},
         "aliases": {"pick-alias": "pick"},
-        "catalog": {"small-window": {
+        "catalog": {"claude-text": {
+            "provider": "anthropic", "owned_by": "test", "created": 1700000000, "context_window": 200000,
+            "max_output_tokens": 8192, "prices": {"input": "3", "cached_input": None, "output": "15"},
+            "capabilities": ["streaming"], "endpoints": ["chat.completions", "completions"],
+        }, "small-window": {
             "provider": "openai", "owned_by": "test", "created": 1700000000, "context_window": 1000,
             "max_output_tokens": 200, "prices": {"input": "1", "cached_input": None, "output": "2"},
             "capabilities": ["streaming"], "endpoints": ["chat.completions"],
@@ -144,3 +151,14 @@ def test_unknown_model_is_one_line(env: dict[str, str]) -> None:
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "no-such-model" in proc.stderr
+
+
+def test_explain_another_endpoint_says_which_provider_lacks_it(env: dict[str, str]) -> None:
+    result = _explain(env, "--model", "text", "--message", "Once upon a time", "--endpoint", "completions")
+    rows = {row["id"]: row for row in result["deployments"]}
+    assert result["endpoint"] == "completions" and result["order"] == ["text#0"]
+    assert rows["text#0"]["can_serve"] is True
+    assert "does not serve completions" in rows["text#1"]["reason"]["message"]
+    assert "anthropic provider does not implement completions" in rows["text#2"]["reason"]["message"]
+    unknown = _run(env, "--model", "text", "--message", "x", "--endpoint", "fax")
+    assert unknown.returncode == 2 and "unknown endpoint" in unknown.stderr

@@ -144,7 +144,7 @@ def validate(body: dict[str, Any]) -> str | None:
         if m.get("role") not in ("user", "assistant"):
             return f"messages: Unexpected role \"{m.get('role')}\""
     thinking = body.get("thinking")
-    if thinking:
+    if thinking and thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens", 0)
         if budget < 1024 or budget >= body["max_tokens"]:
             return "thinking.budget_tokens: must be >= 1024 and less than max_tokens"

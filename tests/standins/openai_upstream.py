@@ -18,6 +18,8 @@ Behaviour is chosen by the upstream model id the gateway sends (configure deploy
   slow-stream      streams the answer with a pause of 0.3 s between chunks
   garbage          200 with a body that is not JSON
 
+Images, audio and `POST /v1/completions`: see tests/standins/openai_media.py.
+
 `POST /v1/responses` speaks the Responses API (objects and events as OpenAI sends them, checked
 against the SDK's models and the OpenAPI spec by tests/unit/test_standin_responses.py):
   ok               a message whose text echoes the last user text: "echo: <text>"
@@ -48,6 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.standins.openai_media import MediaRoutes
 from tests.standins.server import ThreadedStandIn
 
 MODERATION_CATEGORIES = ("hate", "hate/threatening", "harassment", "harassment/threatening", "illicit",
@@ -78,6 +81,7 @@ class StandInUpstream(ThreadedStandIn):
         app.router.add_post("/v1/responses/compact", self._compact)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/moderations", self._moderations)
+        MediaRoutes(self.received, Received).add(app)  # images, audio, legacy completions
 
     async def _moderations(self, request: web.Request) -> web.Response:
         """OpenAI's moderation object: a text mentioning "kill" is flagged for violence; image

@@ -104,8 +104,29 @@ def test_local_model(catalog: Catalog) -> None:
     assert m.prices.input == m.prices.output == m.prices.cached_input == Decimal("0")
     assert (m.context_window, m.max_output_tokens) == (8192, 8192)
     assert m.capabilities == {"streaming", "tools", "json_object", "json_schema", "logprobs"}
-    assert m.endpoints == {"chat.completions", "responses"}
+    assert m.endpoints == {"chat.completions", "responses", "completions"}
     assert m.image_tokens is None and m.reasoning_efforts == () and m.default_reasoning_effort is None
+
+
+def test_media_prices_in_their_units(catalog: Catalog) -> None:
+    from switchyard.metering.cost import TokenUsage
+    from switchyard.metering.units import media_cost_nanos
+
+    whisper, dalle, tts, image = (catalog.get(m) for m in ("whisper-1", "dall-e-3", "tts-1", "gpt-image-1"))
+    assert media_cost_nanos(whisper, TokenUsage(0), {"audio_ms": 60_000}) == 6_000_000  # $0.006 a minute
+    assert media_cost_nanos(dalle, TokenUsage(0), {"image.hd.1792x1024": 1}) == 120_000_000
+    assert media_cost_nanos(tts, TokenUsage(0), {"character": 1_000_000}) == 15 * 10**9
+    # GPT image: text input at `prices`, image tokens (part of input_tokens) at their own price.
+    assert media_cost_nanos(image, TokenUsage(input_tokens=110, output_tokens=6240), {"image_input_token": 100}) == (
+        10 * 5_000 + 100 * 10_000 + 6240 * 40_000)
+    assert image.image_output_tokens["high"]["1024x1536"] == image.max_output_tokens == 6240
+    with pytest.raises(ValueError, match="no price for unit 'character'"):
+        media_cost_nanos(whisper, TokenUsage(0), {"character": 1})
+    for spec in catalog:  # every endpoint a media model lists has a way to be billed
+        if spec.endpoints & {"images.generations", "images.edits", "images.variations"}:
+            assert spec.image_output_tokens or any(u.startswith("image.") for u in spec.units), spec.id
+        if spec.endpoints & {"audio.transcriptions", "audio.translations", "audio.speech"}:
+            assert spec.units, spec.id
 
 
 def test_snapshot_resolution(catalog: Catalog) -> None:
@@ -266,6 +287,13 @@ BAD_ENTRIES = [
         "image_tokens.details.auto.same_as",
         id="dangling-same-as",
     ),
+    pytest.param(minimal_entry(units={"audio_ms": {"usd": 0.006, "per": 60000}}), "units.audio_ms.usd", id="float-unit"),
+    pytest.param(minimal_entry(units={"audio_ms": {"usd": "0.006", "per": 0}}), "units.audio_ms.per", id="zero-per"),
+    pytest.param(minimal_entry(units={"audio_ms": {"usd": "0.006", "every": 1}}), "units.audio_ms.every",
+                 id="unknown-unit-field"),
+    pytest.param(minimal_entry(image_output_tokens={"high": {"1024x1024": -1}}), "image_output_tokens.high.1024x1024",
+                 id="negative-image-tokens"),
+    pytest.param(minimal_entry(audio_tokens_per_second=0), "audio_tokens_per_second", id="zero-audio-rate"),
 ]
 
 
@@ -319,3 +347,12 @@ def test_unparseable_or_empty_files(tmp_path: Path) -> None:
     listy.write_text("- gpt-5.2\n")
     with pytest.raises(CatalogError, match="mapping"):
         load_catalog(listy)
+
+
+def test_the_console_words_each_unit_price(catalog: Catalog) -> None:
+    from switchyard.console.prices import unit_prices
+
+    assert unit_prices(catalog.get("whisper-1")) == ["$0.006 / minute of audio"]
+    assert unit_prices(catalog.get("tts-1"), Decimal("0.5")) == ["$7.5 / 1M characters"]
+    assert "$0.12 / image (hd, 1024x1792)" in unit_prices(catalog.get("dall-e-3"))
+    assert unit_prices(catalog.get("gpt-image-1")) == ["$10 / 1M image input tokens"]

@@ -126,6 +126,13 @@ class LocalEngine:
         # Tokenizing reads only the vocabulary, which no generation mutates.
         return self._tokenizer.tokenize(prompt.encode(), add_bos=False, special=True)
 
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of token ids (a prompt sent as ids); ids outside the vocabulary are refused."""
+        vocabulary = self._tokenizer.n_vocab()
+        if any(t >= vocabulary for t in tokens):
+            raise ValueError(f"token ids must be below {vocabulary}")
+        return self._tokenizer.detokenize(tokens).decode("utf-8", "replace")
+
     async def generate(
         self, tokens: list[int], sampling: Sampling, label: str = "", deadline: float | None = None,
     ) -> AsyncIterator[Piece | Finished]:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from switchyard.config import ConfigError
-from switchyard.providers.base import ChatCall, EmbedCall, Embedded, Provider
+from switchyard.providers.base import ChatCall, CompletionCall, EmbedCall, Embedded, Provider
 from switchyard.providers.local.engine import (
     Finished, GenerationTimeout, LocalEngine, Piece, Sampling, default_model_path,
 )
@@ -138,6 +138,83 @@ class LocalProvider(Provider):
         )
         return _Plan(tokens, sampling, mode)
 
+    def _text_plans(self, call: CompletionCall) -> list[tuple[str, _Plan]]:
+        """A legacy completion: each prompt continued as it is, no chat template around it."""
+        req = call.request
+        if req.suffix:
+            raise invalid_request(f"Model {req.model} cannot fill in between a prompt and a suffix.", param="suffix")
+        plans = []
+        for prompt in req.prompts:
+            try:
+                text = prompt if isinstance(prompt, str) else self.engine.detokenize(prompt)
+            except ValueError as exc:
+                raise invalid_request(f"Invalid 'prompt': {exc}.", param="prompt") from None
+            tokens = self.engine.tokenize(text) if isinstance(prompt, str) else list(prompt)
+            room = self.engine.n_ctx - len(tokens)
+            if room <= 0 or not tokens:
+                raise invalid_request(f"This model's maximum context length is {self.engine.n_ctx} tokens, but the "
+                                      f"prompt takes {len(tokens)}.", param="prompt", code="context_length_exceeded")
+            chat = req.chat
+            sampling = Sampling(
+                max_tokens=min(call.output_limit, room),
+                temperature=chat.temperature if chat.temperature is not None else self.default_temperature,
+                top_p=chat.top_p if chat.top_p is not None else 1.0,
+                presence_penalty=chat.presence_penalty or 0.0, frequency_penalty=chat.frequency_penalty or 0.0,
+                stop=chat.stop_sequences, seed=chat.seed, grammar=None,
+                top_logprobs=req.logprobs if req.logprobs else None,
+            )
+            plans.append((text, _Plan(tokens, sampling, None)))
+        return plans
+
+    async def complete(self, call: CompletionCall) -> dict[str, Any]:
+        req = call.request
+        deadline = self._deadline()
+        usage, choices = _Usage(), []
+        for text, plan in self._text_plans(call):
+            for k, seed in enumerate(self._seeds(req.chat)[:req.n]):
+                plan.sampling.seed = seed
+                out, logprobs, finished = "", [], None
+                async for event in self._generate(plan, call.request_id, deadline):
+                    if isinstance(event, Piece):
+                        out += event.text
+                        logprobs += event.logprobs
+                    else:
+                        finished = event
+                assert finished is not None
+                usage.add_prompt(finished, first=k == 0)
+                choices.append({"text": (text if req.echo else "") + out, "index": len(choices),
+                                "logprobs": _text_logprobs(logprobs, len(text) if req.echo else 0) if req.logprobs else None,
+                                "finish_reason": finished.finish_reason})
+        return {"id": _completion_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
+                "model": call.upstream_model, "choices": choices, "usage": usage.to_dict(),
+                "system_fingerprint": self.fingerprint}
+
+    async def complete_stream(self, call: CompletionCall) -> AsyncIterator[list[bytes]]:
+        req = call.request
+        deadline = self._deadline()
+        head = {"id": _completion_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
+                "model": call.upstream_model, "system_fingerprint": self.fingerprint}
+
+        def chunk(index: int, text: str, finish: str | None, logprobs: list | None) -> bytes:
+            lp = _text_logprobs(logprobs or [], 0) if req.logprobs and logprobs is not None else None
+            return orjson.dumps({**head, "choices": [{"text": text, "index": index, "logprobs": lp,
+                                                      "finish_reason": finish}]})
+
+        usage, index = _Usage(), 0
+        for text, plan in self._text_plans(call):
+            for k, seed in enumerate(self._seeds(req.chat)[:req.n]):
+                plan.sampling.seed = seed
+                if req.echo:
+                    yield [chunk(index, text, None, None)]
+                async for event in self._generate(plan, call.request_id, deadline):
+                    if isinstance(event, Finished):
+                        usage.add_prompt(event, first=k == 0)
+                        yield [chunk(index, "", event.finish_reason, None)]
+                        break
+                    yield [chunk(index, event.text, None, event.logprobs)]
+                index += 1
+        yield [orjson.dumps({**head, "choices": [], "usage": usage.to_dict()})]
+
     def _seeds(self, request: ChatRequest) -> list[int | None]:
         """One seed per choice: the caller's seed gives the same choices again; none gives fresh ones."""
         if request.seed is None:
@@ -255,6 +332,13 @@ class _Usage:
             self.prompt, self.cached, self._seen_prompt = f.prompt_tokens, f.cached_tokens, True
         self.completion += f.completion_tokens
 
+    def add_prompt(self, f: Finished, first: bool) -> None:
+        """A legacy completion of several prompts: each prompt counts once (at its first choice)."""
+        if first:
+            self.prompt += f.prompt_tokens
+            self.cached += f.cached_tokens
+        self.completion += f.completion_tokens
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt,
@@ -268,8 +352,20 @@ class _Usage:
         }
 
 
-def _completion_id() -> str:
-    return "chatcmpl-" + secrets.token_urlsafe(18)
+def _completion_id(prefix: str = "chatcmpl-") -> str:
+    return prefix + secrets.token_urlsafe(18)
+
+
+def _text_logprobs(logprobs: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    """Chat-style token logprobs in the legacy completions shape."""
+    tokens, offsets, at = [], [], offset
+    for item in logprobs:
+        tokens.append(item["token"])
+        offsets.append(at)
+        at += len(item["token"])
+    return {"tokens": tokens, "token_logprobs": [item["logprob"] for item in logprobs],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in item.get("top_logprobs") or ()} for item in logprobs],
+            "text_offset": offsets}
 
 
 def _tools(request: ChatRequest) -> tuple[list[FunctionDef] | None, str | None]:

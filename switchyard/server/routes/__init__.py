@@ -6,14 +6,19 @@ from starlette.routing import BaseRoute, Route
 
 from switchyard.console.routes import routes as console_routes
 
-from switchyard.server.routes import admin, batches, chat, cost, embeddings, health, messages, models, moderations, requests, responses, usage
+from switchyard.server.routes import (
+    admin, audio, batches, chat, completions, cost, embeddings, health, images, messages, models, moderations, requests, responses, usage,
+)
 from switchyard.server.routes import files as files_routes
 
 
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions.create_completion, methods=["POST"]),
         Route("/v1/embeddings", embeddings.create_embeddings, methods=["POST"]),
+        *images.routes(),
+        *audio.routes(),
         *messages.routes(),
         Route("/v1/moderations", moderations.create_moderation, methods=["POST"]),
         *responses.routes(),

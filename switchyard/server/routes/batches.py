@@ -62,7 +62,7 @@ async def create_batch(request: Request) -> Response:
     endpoint = body.get("endpoint")
     if endpoint not in ENDPOINTS:
         raise invalid_request(
-            f"Invalid value for 'endpoint': batches support {' and '.join(ENDPOINTS)}.", param="endpoint",
+            f"Invalid value for 'endpoint': batches support {', '.join(ENDPOINTS)}.", param="endpoint",
             code="invalid_value")
     window = body.get("completion_window")
     if window not in COMPLETION_WINDOWS:

@@ -166,8 +166,12 @@ def media_type(filename: str) -> str:
 async def file_content(request: Request) -> Response:
     state: AppState = request.app.state.sy
     principal = caller(request)
-    file_id = request.path_params["file_id"]
-    record = await state.files.get(principal.org.id, file_id)
+    return await file_bytes(state, principal.org.id, request.path_params["file_id"])
+
+
+async def file_bytes(state: AppState, org_id: str, file_id: str) -> Response:
+    """A file's bytes, streamed from the data directory (the organisation's own files only)."""
+    record = await state.files.get(org_id, file_id)
     if record is None:
         raise no_such_file(file_id)
     try:

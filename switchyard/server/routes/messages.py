@@ -32,7 +32,9 @@ def _anthropic_errors(handler: Callable[[Request], Awaitable[Response]]) -> Call
 
 
 async def create_message(request: Request) -> Response:
-    return await model_call(request, endpoint.serve)
+    beta = request.headers.get("anthropic-beta")  # passed to Anthropic deployments with the request
+    return await model_call(request, lambda gw, raw, principal, request_id: endpoint.serve(
+        gw, raw, principal, request_id, beta))
 
 
 async def count_tokens(request: Request) -> Response:

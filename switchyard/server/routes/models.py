@@ -14,8 +14,24 @@ from switchyard.server.state import AppState
 from switchyard.wire.errors import model_not_found
 
 
+# The API path of each catalog endpoint, as a client calls it.
+_PATHS = {
+    "chat.completions": "/v1/chat/completions", "responses": "/v1/responses", "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings", "moderations": "/v1/moderations", "images.generations": "/v1/images/generations",
+    "images.edits": "/v1/images/edits", "images.variations": "/v1/images/variations",
+    "audio.transcriptions": "/v1/audio/transcriptions", "audio.translations": "/v1/audio/translations",
+    "audio.speech": "/v1/audio/speech",
+}
+
+
 def _model_object(name: str, spec: ModelSpec) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": spec.created, "owned_by": spec.owned_by}
+    """OpenAI's model object, and (ours) the endpoints that serve it: chat models answer
+    Anthropic's Messages API too, and Responses by translation."""
+    endpoints = {_PATHS[e] for e in spec.endpoints}
+    if "chat.completions" in spec.endpoints:
+        endpoints |= {"/v1/responses", "/v1/messages"}  # both translated from chat where not native
+    return {"id": name, "object": "model", "created": spec.created, "owned_by": spec.owned_by,
+            "endpoints": sorted(endpoints)}
 
 
 async def list_models(request: Request) -> Response:

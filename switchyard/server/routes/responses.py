@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchyard.gateway import Gateway
+from switchyard.endpoints import compaction, responses as responses_endpoint
 from switchyard.responses import ResponseStore
 from switchyard.server.model_call import model_call
 from switchyard.server.responses import JSONResponse
@@ -16,11 +16,11 @@ from switchyard.wire.errors import invalid_request, not_found
 
 
 async def create_response(request: Request) -> Response:
-    return await model_call(request, Gateway.respond)
+    return await model_call(request, responses_endpoint.serve)
 
 
 async def compact_response(request: Request) -> Response:
-    return await model_call(request, Gateway.compact)
+    return await model_call(request, compaction.serve)
 
 
 def _store(state: AppState) -> ResponseStore:
