@@ -48,6 +48,24 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReferralSettings:
+    """The referral program (`referral:`): a share of each referred organisation's top-ups and
+    redemptions, credited to the organisation whose link it signed up through."""
+
+    percent: str = "0"  # "10" for 10%; 0 turns the program off
+    cap_usd: str = ""  # the most one referred organisation earns its referrer, for good ("": no cap)
+    months: int = 0  # credits only within this many months of the sign-up (0: for good)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditSettings:
+    """Redemption codes (`credits:`)."""
+
+    redeem_per_minute: int = 10  # redemption attempts per key or console user, against guessing
+    redeem_per_minute_per_ip: int = 30  # and per client address, whatever key it uses
+
+
+@dataclass(frozen=True, slots=True)
 class ServerLimits:
     """What one client connection or request may take of a worker."""
 
@@ -132,6 +150,10 @@ class Settings:
     redis_max_connections: int = 256  # per worker, shared by limits, holds and the cache
     redis_pool_timeout: float = 10.0  # a burst waits this long for a free Redis connection
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    referral: ReferralSettings = field(default_factory=ReferralSettings)
+    # Per-model price factors for groups of organisations: {"resellers": {"gpt-5.2": 0.6, "*": 1}}.
+    price_groups: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
+    credits: CreditSettings = field(default_factory=CreditSettings)
 
     @property
     def master_key_file(self) -> Path:
@@ -282,6 +304,42 @@ def _console(raw: Any) -> ConsoleSettings:
     return console
 
 
+def _price_groups(raw: Any) -> dict[str, dict[str, Decimal]]:
+    """`price_groups: {name: {model: factor, "*": factor}}`: factors as quoted decimals, like prices."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("price_groups must map group names to {model: factor}")
+    groups: dict[str, dict[str, Decimal]] = {}
+    for name, factors in raw.items():
+        if not isinstance(factors, Mapping) or not factors:
+            raise ConfigError(f"price_groups.{name} must map model names (or '*') to factors")
+        groups[str(name)] = {}
+        for model, factor in factors.items():
+            try:
+                if not isinstance(factor, str):
+                    raise InvalidOperation
+                value = Decimal(factor)
+                if not value.is_finite() or value < 0:
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise ConfigError(f'price_groups.{name}.{model} must be a quoted non-negative decimal such as "0.6"') from None
+            groups[str(name)][str(model)] = value
+    return groups
+
+
+def _referral(raw: Any) -> ReferralSettings:
+    referral: ReferralSettings = _section(raw, ReferralSettings, "referral")
+    try:
+        if not 0 <= Decimal(referral.percent) <= 100 or (referral.cap_usd and Decimal(referral.cap_usd) < 0):
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ConfigError("referral.percent must be from 0 to 100 and referral.cap_usd a non-negative amount") from None
+    if referral.months < 0:
+        raise ConfigError("referral.months must not be negative")
+    return referral
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     file: dict[str, Any] = {}
@@ -371,6 +429,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             redis_max_connections=_positive((file.get("redis") or {}).get("max_connections", 256), "redis.max_connections"),
             redis_pool_timeout=float((file.get("redis") or {}).get("pool_timeout", 10.0)),
             console=_console(file.get("console")),
+            referral=_referral(file.get("referral")),
+            price_groups=_price_groups(file.get("price_groups")),
+            credits=_section(file.get("credits"), CreditSettings, "credits"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -10,27 +10,23 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from sqlalchemy import Row, and_, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, new_key
+from switchyard.accounts.postings import FundsSync, feed, post
+from switchyard.credits.referrals import Referrals
 from switchyard.accounts.records import OPERATOR_ORG_ID
 from switchyard.metering.cost import NANOS_PER_USD, usd
-from switchyard.store.schema import UNSERVED, api_keys, changes, ledger_entries, organizations, usage_records
+from switchyard.store.schema import UNSERVED, api_keys, ledger_entries, organizations, usage_records
 from switchyard.wire.errors import GatewayError, invalid_request, not_found
 
-class FundsSync(Protocol):
-    async def credit_org(self, org_id: str, delta_nanos: int) -> None: ...
-    async def credit_key(self, key_id: str, delta_nanos: int) -> None: ...
-    async def forget(self, org_id: str | None = None, key_id: str | None = None) -> None: ...
-
-
-MONEY_KINDS = ("topup", "reserve", "settle", "release", "refund", "adjustment")
+MONEY_KINDS = ("topup", "reserve", "settle", "release", "refund", "adjustment", "redemption", "referral_credit", "reversal")
 MAX_NANOS = 10**18  # one billion USD per amount: sums of them stay far inside a 64-bit integer
 
 
@@ -70,6 +66,7 @@ def org_object(row: Row[Any] | Any) -> dict[str, Any]:
         "balance_nanos": int(row.balance_nanos), "balance_usd": usd(int(row.balance_nanos)),
         "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
         "max_reserve_tokens": row.max_reserve_tokens, "created_at": row.created_at // 1000,
+        "price_group": getattr(row, "price_group", None), "referred_by": getattr(row, "referred_by", None),
     }
 
 
@@ -87,8 +84,7 @@ def key_object(row: Row[Any] | Any) -> dict[str, Any]:
     }
 
 
-async def _feed(conn: AsyncConnection, entity: str, entity_id: str) -> None:
-    await conn.execute(insert(changes).values(entity=entity, entity_id=entity_id, created_at=now_ms()))
+_feed = feed
 
 
 def valid_org_name(value: Any) -> str:
@@ -128,14 +124,26 @@ def _optional_int(value: Any, param: str, minimum: int = 0) -> int | None:
 class AccountsAdmin:
     def __init__(
         self, engine: AsyncEngine, tiers: Iterable[str], funds: FundsSync | None = None,
-        served: Iterable[str] | None = None,
+        served: Iterable[str] | None = None, referrals: Referrals | None = None,
+        price_groups: Iterable[str] = (),
     ) -> None:
-        """`served`: the model names this deployment serves, to warn about keys limited to others."""
+        """`served`: the model names this deployment serves, to warn about keys limited to others.
+        `referrals`: the referral program that credits referrers when a referee's top-up settles."""
         self.engine = engine
         self.tiers = set(tiers)
         self.served = frozenset(served) if served is not None else None
         # Shared holds (Redis) follow every change of what an org or key may spend.
         self.funds: FundsSync = funds or Funds()
+        self.referrals = referrals or Referrals()
+        self.price_groups = frozenset(price_groups)  # the groups the config defines
+
+    def _price_group(self, group: Any) -> str | None:
+        if group is None or group == "":
+            return None
+        if not isinstance(group, str) or group not in self.price_groups:
+            known = ", ".join(sorted(self.price_groups)) or "none are configured"
+            raise invalid_request(f"Unknown price group '{group}' ({known}).", param="price_group")
+        return group
 
     def _tier(self, tier: Any) -> str:
         if not isinstance(tier, str) or tier not in self.tiers:
@@ -168,6 +176,7 @@ class AccountsAdmin:
             "rpm_limit": _optional_int(body.get("rpm_limit"), "rpm_limit"),
             "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
             "max_reserve_tokens": _optional_int(body.get("max_reserve_tokens"), "max_reserve_tokens", 1),
+            "price_group": self._price_group(body.get("price_group")),
             "created_at": t, "updated_at": t,
         }
         try:
@@ -209,6 +218,8 @@ class AccountsAdmin:
                 values[field] = _optional_int(body[field], field)
         if "max_reserve_tokens" in body:
             values["max_reserve_tokens"] = _optional_int(body["max_reserve_tokens"], "max_reserve_tokens", 1)
+        if "price_group" in body:
+            values["price_group"] = self._price_group(body["price_group"])
         if "name" in body:
             if not isinstance(body["name"], str) or not body["name"].strip():
                 raise invalid_request("'name' must be a non-empty string.", param="name")
@@ -237,15 +248,46 @@ class AccountsAdmin:
             raise invalid_request("The amount must be positive.", param="amount_usd")
         org_id = (await self.get_org(ref))["id"]
         async with self.engine.begin() as conn:
-            await conn.execute(insert(ledger_entries).values(
-                org_id=org_id, key_id=None, kind=kind, amount_nanos=amount_nanos, request_id=None,
-                note=note, created_at=now_ms(),
-            ))
-            await conn.execute(update(organizations).where(organizations.c.id == org_id).values(
-                balance_nanos=organizations.c.balance_nanos + amount_nanos, updated_at=now_ms()))
-            await _feed(conn, "org", org_id)
+            entry_id = await post(conn, org_id, kind, amount_nanos, note=note)
+            earned = await self.referrals.earn(conn, org_id, entry_id, amount_nanos) if kind == "topup" else None
         await self.funds.credit_org(org_id, amount_nanos)
+        if earned is not None:
+            await self.funds.credit_org(*earned)
         return await self.get_org(org_id)
+
+    async def reverse_entry(self, ref: str, entry_id: Any, note: str | None = None) -> dict[str, Any]:
+        """Undo a top-up or redemption (money refunded outside switchyard, a chargeback): a
+        `reversal` entry of the opposite amount, and the same for every referral credit it earned.
+        An entry is reversed at most once."""
+        if type(entry_id) is not int or entry_id <= 0:
+            raise invalid_request("'entry_id' must be a ledger entry's id.", param="entry_id")
+        org_id = (await self.get_org(ref))["id"]
+        moved: list[tuple[str, int]] = []
+        le = ledger_entries.c
+        async with self.engine.begin() as conn:
+            entry = (await conn.execute(select(ledger_entries).where(and_(le.id == entry_id, le.org_id == org_id)))).first()
+            if entry is None:
+                raise not_found(f"No ledger entry {entry_id} in this organization.", param="entry_id")
+            if entry.kind not in ("topup", "redemption"):
+                raise invalid_request(f"Only top-ups and redemptions can be reversed, not a '{entry.kind}' entry.",
+                                      param="entry_id")
+            for undone in [entry, *(await conn.execute(select(ledger_entries).where(and_(
+                    le.cause_id == entry_id, le.kind == "referral_credit")))).all()]:
+                claimed = await conn.execute(update(ledger_entries).where(and_(
+                    le.id == undone.id, le.reversed_at.is_(None))).values(reversed_at=now_ms()))
+                if claimed.rowcount != 1:
+                    if undone.id == entry_id:
+                        raise GatewayError(409, f"Ledger entry {entry_id} has already been reversed.", param="entry_id",
+                                           code="already_reversed")
+                    continue
+                why = note if undone.id == entry_id else f"the {entry.kind} (entry {entry_id}) that earned it was reversed"
+                await post(conn, undone.org_id, "reversal", -undone.amount_nanos, cause_id=undone.id,
+                           source=undone.source, note=why or f"reversal of entry {undone.id}")
+                moved.append((undone.org_id, -undone.amount_nanos))
+        for org, delta in moved:
+            await self.funds.credit_org(org, delta)
+        return {"object": "ledger.reversal", "entry_id": entry_id, "reversed": [
+            {"org_id": org, "amount_nanos": delta, "amount_usd": usd(delta)} for org, delta in moved]}
 
     async def balance(self, ref: str) -> dict[str, Any]:
         """The stored balance beside the ledger's sum: they must agree to the nano-dollar."""
@@ -273,7 +315,8 @@ class AccountsAdmin:
             rows = (await conn.execute(q.order_by(order).limit(limit + 1))).all()
         data = [{"id": r.id, "object": "ledger_entry", "kind": r.kind, "amount_nanos": int(r.amount_nanos),
                  "amount_usd": usd(int(r.amount_nanos)), "key_id": r.key_id, "request_id": r.request_id,
-                 "note": r.note, "created_at": r.created_at // 1000} for r in rows[:limit]]
+                 "note": r.note, "created_at": r.created_at // 1000, "cause_id": r.cause_id, "source": r.source,
+                 "reversed_at": r.reversed_at // 1000 if r.reversed_at is not None else None} for r in rows[:limit]]
         return {"object": "list", "data": data, "has_more": len(rows) > limit}
 
     # ---- keys ----------------------------------------------------------------------------
@@ -353,6 +396,8 @@ class AccountsAdmin:
             values["cache_ttl_seconds"] = _optional_int(body["cache_ttl"], "cache_ttl")
         if "max_reserve_tokens" in body:
             values["max_reserve_tokens"] = _optional_int(body["max_reserve_tokens"], "max_reserve_tokens", 1)
+        if "price_group" in body:
+            values["price_group"] = self._price_group(body["price_group"])
         if "name" in body:
             values["name"] = str(body["name"])
         if not values:

@@ -85,6 +85,7 @@ class Billing:
         writer: LedgerWriter,
         default_output_estimate: int = 1024,
         max_reserve_tokens: int | None = None,
+        price_groups: Mapping[str, Mapping[str, Decimal]] | None = None,
     ) -> None:
         self.funds = funds
         self.limiter = limiter
@@ -92,7 +93,20 @@ class Billing:
         self.writer = writer
         self.default_output_estimate = default_output_estimate
         self.max_reserve_tokens = max_reserve_tokens  # the default reservation cap (config)
+        self.price_groups = price_groups or {}
         self.anomalies = 0  # bills this worker capped at their hold (see `settle`)
+
+    def multiplier(self, principal: Principal, model: str) -> Decimal:
+        """What this organisation pays of the list price of `model` (a public name). In memory."""
+        return self.factor(principal.org.price_multiplier, principal.org.price_group, model)
+
+    def factor(self, org_multiplier: Decimal, price_group: str | None, model: str) -> Decimal:
+        """An organisation's own multiplier times its price group's factor for the model (or the
+        group's `*`, else 1)."""
+        group = self.price_groups.get(price_group) if price_group else None
+        if not group:
+            return org_multiplier
+        return org_multiplier * group.get(model, group.get("*", Decimal(1)))
 
     def reserve_cap(self, principal: Principal) -> int | None:
         """The output reserved for a request without its own limit: the key's cap, else its
@@ -142,10 +156,11 @@ class Billing:
                 headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
             raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
                                code="rate_limit_exceeded", headers=headers)
+        multiplier = self.multiplier(principal, public_model)
         if worst is None:
-            most = max(self.worst_case(quote, principal, d, batch) for d in candidates)
+            most = max(self.worst_case(quote, multiplier, d, batch) for d in candidates)
         else:
-            most = max(_multiplied(worst(d), principal.org.price_multiplier) for d in candidates)
+            most = max(_multiplied(worst(d), multiplier) for d in candidates)
         try:
             hold = await self.funds.reserve(principal, most)
         except GatewayError as exc:
@@ -161,7 +176,7 @@ class Billing:
         return ticket, dict(admission.headers)
 
     @staticmethod
-    def worst_case(quote: Quote, principal: Principal, dep: Deployment, batch: bool = False) -> int:
+    def worst_case(quote: Quote, multiplier: Decimal, dep: Deployment, batch: bool = False) -> int:
         """The most this request can cost at `dep`: every bound reached, input at its dearest rate
         (a provider that bills cache writes may bill the whole prompt as one)."""
         est = quote.at(dep)
@@ -170,7 +185,7 @@ class Billing:
         usage = TokenUsage(input_tokens=est.input_bound, cache_write_tokens=writes, output_tokens=est.output_bound)
         return cost_nanos(
             prices, usage, service_tier=billed_tier("batch" if batch else quote.request.service_tier, dep.spec),
-            tier_multipliers=dep.spec.multipliers, price_multiplier=principal.org.price_multiplier,
+            tier_multipliers=dep.spec.multipliers, price_multiplier=multiplier,
         )
 
     def price(self, ticket: Ticket, usage: TokenUsage, service_tier: object) -> int:
@@ -179,7 +194,7 @@ class Billing:
         spec = ticket.deployment.spec
         return cost_nanos(
             spec.prices, usage, service_tier=billed_tier(service_tier, spec), tier_multipliers=spec.multipliers,
-            price_multiplier=ticket.principal.org.price_multiplier,
+            price_multiplier=self.multiplier(ticket.principal, ticket.public_model),
         )
 
     async def settle(
@@ -208,7 +223,7 @@ class Billing:
         else:
             anomaly = None
             cost = 0 if free else media_cost_nanos(ticket.deployment.spec, usage, units,
-                                                   ticket.principal.org.price_multiplier)
+                                                   self.multiplier(ticket.principal, ticket.public_model))
         if cost > ticket.hold.amount_nanos:
             over = f"cost {cost} > hold {ticket.hold.amount_nanos} nanos"
             anomaly = f"{anomaly}; {over}" if anomaly else over

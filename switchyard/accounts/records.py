@@ -23,6 +23,7 @@ class OrgRecord:
     rpm_limit: int | None
     tpm_limit: int | None
     max_reserve_tokens: int | None = None  # output reserved for a request without its own limit
+    price_group: str | None = None  # per-model price factors of a group of organisations (config)
 
     @classmethod
     def from_row(cls, row: Any) -> OrgRecord:
@@ -30,6 +31,7 @@ class OrgRecord:
             id=row.id, name=row.name, tier=row.tier, price_multiplier=Decimal(row.price_multiplier),
             prepaid=bool(row.prepaid), balance_nanos=int(row.balance_nanos), overdraft_nanos=int(row.overdraft_nanos),
             rpm_limit=row.rpm_limit, tpm_limit=row.tpm_limit, max_reserve_tokens=row.max_reserve_tokens,
+            price_group=getattr(row, "price_group", None),
         )
 
 

@@ -10,6 +10,7 @@ import typer
 from switchyard.cli.users import users
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
 from switchyard.cli.batch import batch
+from switchyard.cli.codes import codes
 from switchyard.cli.cost import cost
 from switchyard.cli.models import models
 from switchyard.cli.routes import routes
@@ -51,6 +52,7 @@ app.command()(usage)
 app.command()(cost)
 app.add_typer(routes, name="routes")
 app.add_typer(batch, name="batch")
+app.add_typer(codes, name="codes")
 
 
 def main() -> None:

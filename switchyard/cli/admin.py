@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.admin import AccountsAdmin, to_nanos
 from switchyard.config import load_settings
+from switchyard.credits.referrals import Referrals, referral_policy
 from switchyard.limits import load_tiers
 from switchyard.metering.cost import usd
 from switchyard.store.database import default_url, make_engine
@@ -64,7 +65,9 @@ def run(action: Callable[[AccountsAdmin], Awaitable[T]]) -> T:
         # With Redis configured, running gateways share holds there: changes must reach it too.
         funds = SharedFunds(settings.redis_url, url) if settings.redis_url else None
         try:
-            return await action(AccountsAdmin(engine, tiers, funds, served=settings.served_models))
+            return await action(AccountsAdmin(engine, tiers, funds, served=settings.served_models,
+                                              referrals=Referrals(referral_policy(settings.referral)),
+                                              price_groups=settings.price_groups))
         finally:
             if funds is not None:
                 await funds.close()

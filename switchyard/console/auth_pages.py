@@ -92,7 +92,7 @@ async def home(visit: Visit) -> Response:
 
 async def _account_form(request: Request, template: str, data: dict[str, Any]) -> tuple[dict[str, str], Response | None]:
     form = await read_form(request, max_fields=10)
-    fields = {k: str(form.get(k) or "") for k in ("email", "display_name", "password", "org_name")}
+    fields = {k: str(form.get(k) or "") for k in ("email", "display_name", "password", "org_name", "ref")}
     data.update(email=fields["email"][:320], display_name=fields["display_name"][:200], org_name=fields["org_name"][:200])
     if not _same_origin(request):
         return fields, render(None, template, {**data, "error": "This form did not come from this console."},
@@ -169,12 +169,13 @@ async def signup(request: Request) -> Response:
     if console.settings.signup != "open":
         return render(None, "link_used.html", {"error": {"message": "Sign-up is by invitation on this platform."}},
                       status=404, request=request)
-    data: dict[str, Any] = {"action": request.url.path}
+    data: dict[str, Any] = {"action": request.url.path, "ref": str(request.query_params.get("ref") or "")[:32]}
     if request.method in SAFE_METHODS:
         return render(None, "signup.html", data, request=request)
     fields, refused = await _account_form(request, "signup.html", data)
     if refused:
         return refused
+    data["ref"] = fields["ref"][:32]
     state = request.app.state.sy
     if not console.logins.allow(_client(request)):
         return render(None, "signup.html", {**data, "error": "Too many attempts from here. Wait a few minutes."},
@@ -193,9 +194,14 @@ async def signup(request: Request) -> Response:
         return render(None, "signup.html", {**data, "error": err.message}, status=err.status, request=request)
     await console.people.add_membership(user["id"], org["id"], "owner")
     credit = to_nanos(console.settings.signup_credit_usd, "signup_credit_usd")
-    if credit:
+    if credit:  # before the referral link: free credit earns a referrer nothing
         await state.admin.move_money(org["id"], credit, "topup", "sign-up credit")
-        await state.directory.refresh()
+    if data["ref"]:
+        # Someone already signed in here who opens their own organisation's link refers themselves.
+        session = await console.sessions.lookup(request.cookies.get(COOKIE))
+        own = {m.org_id for m in await console.people.memberships(session.user["id"])} if session else set()
+        await state.admin.referrals.link(state.admin.engine, org["id"], data["ref"], own)
+    await state.directory.refresh()
     return await _signed_in(request, user["id"], f"/console/o/{org['id']}")
 
 

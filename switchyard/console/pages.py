@@ -336,7 +336,8 @@ async def statement(visit: Visit) -> Response:
 
 async def models_page(visit: Visit) -> Response:
     assert visit.org is not None
-    rows = price_rows(_state(visit).table, Decimal(visit.org["price_multiplier"]))
+    billing, own = _state(visit).gateway.billing, Decimal(visit.org["price_multiplier"])
+    rows = price_rows(_state(visit).table, lambda model: billing.factor(own, visit.org.get("price_group"), model))
     return render(visit, "models.html", {"price_multiplier": visit.org["price_multiplier"], "data": rows})
 
 

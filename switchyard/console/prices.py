@@ -3,6 +3,7 @@ token prices per 1M, and the catalog's other units in words a customer reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,19 +14,23 @@ _TOKEN_UNITS = {"image_input_token": "image input tokens", "audio_input_token": 
                 "audio_output_token": "audio output tokens"}
 
 
-def price_rows(table: ModelTable, multiplier: Decimal = Decimal(1)) -> list[dict[str, Any]]:
-    def price(value: Decimal | None) -> str | None:
-        return None if value is None else format((value * multiplier).normalize(), "f")
-
+def price_rows(table: ModelTable, multiplier: Callable[[str], Decimal] = lambda model: Decimal(1)) -> list[dict[str, Any]]:
+    """Every served model at what the viewer pays: `multiplier(model)` of its list prices (an
+    organisation's own multiplier and its price group's factor)."""
     rows = []
     for name, spec in table.names():
+        factor = multiplier(name)
+
+        def price(value: Decimal | None) -> str | None:
+            return None if value is None else format((value * factor).normalize(), "f")
+
         rows.append({
             "id": name, "owned_by": spec.owned_by, "input_per_million_usd": price(spec.prices.input),
             "cached_input_per_million_usd": price(spec.prices.cached_input),
             "output_per_million_usd": price(spec.prices.output), "context_window": spec.context_window,
             "max_output_tokens": spec.max_output_tokens, "capabilities": sorted(spec.capabilities),
             "image_tokens": spec.image_tokens.method if spec.image_tokens else None,
-            "other_prices": unit_prices(spec, multiplier),
+            "other_prices": unit_prices(spec, factor), "multiplier": format(factor.normalize(), "f"),
         })
     return rows
 

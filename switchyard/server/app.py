@@ -20,6 +20,8 @@ from switchyard.accounts.directory import Directory
 from switchyard.accounts.events import UsageEvents
 from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, ensure_master_key
+from switchyard.credits.codes import CodeBook
+from switchyard.credits.referrals import Referrals, referral_policy
 from switchyard.files.links import FileLinks
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
@@ -119,7 +121,8 @@ def build_app(settings: Settings) -> ASGIApp:
     writer.listeners.append(shared_events.publish if shared_events is not None else events.publish)
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url, client=redis) if settings.redis_url else LocalRateLimiter()
     funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url, client=redis) if settings.redis_url else Funds()
-    billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens)
+    billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens,
+                      settings.price_groups)
     cache = make_cache(settings.redis_url, cache_namespace(database_url), client=redis)
     files = FileStore(engine, settings.data_dir, settings.files_max_bytes, settings.files_batch_max_bytes)
     gateway = Gateway(table, billing, Router(), cache, responses=ResponseStore(engine), files=files,
@@ -128,16 +131,19 @@ def build_app(settings: Settings) -> ASGIApp:
         BatchRecords(engine), files, gateway, directory, concurrency=settings.batch_concurrency,
         lease_seconds=settings.batch_lease_seconds, known_model=lambda name: name in dict(table.names()),
     )
+    referrals = Referrals(referral_policy(settings.referral))
     state = AppState(
         files=files, batches=batches,
         settings=settings, directory=directory, events=events,
-        admin=AccountsAdmin(engine, tiers, funds, served=[name for name, _ in table.names()]),
+        admin=AccountsAdmin(engine, tiers, funds, served=[name for name, _ in table.names()], referrals=referrals,
+                            price_groups=settings.price_groups),
         table=table, gateway=gateway,
         console=Console(settings.console, People(engine),
                         Sessions(engine, console_secret(settings.data_dir), settings.console.session_hours),
                         AttemptWindow(limit=30, seconds=300)),
         # Signed with the admin key's digest: every replica that shares the key honours the links.
         links=FileLinks(master_digest.encode()),
+        codes=CodeBook(engine, referrals, funds),
     )
 
     @contextlib.asynccontextmanager

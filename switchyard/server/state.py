@@ -10,6 +10,7 @@ from switchyard.accounts.events import UsageEvents
 from switchyard.batch import BatchRunner
 from switchyard.config import Settings
 from switchyard.console import Console
+from switchyard.credits.codes import CodeBook
 from switchyard.files import FileStore
 from switchyard.files.links import FileLinks
 from switchyard.gateway import Gateway
@@ -28,3 +29,4 @@ class AppState:
     batches: BatchRunner  # the Batch API: its records and the background runner
     console: Console
     links: FileLinks  # signed links to generated images
+    codes: CodeBook  # redemption codes

@@ -24,6 +24,10 @@ organizations = Table(
     Column("max_reserve_tokens", Integer, nullable=True),  # output reserved for requests without a limit
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("referral_code", String(16), nullable=True, unique=True),  # its own, made on first use
+    Column("referred_by", String(40), nullable=True),  # the organisation whose link it signed up through
+    Column("referred_at", BigInteger, nullable=True),
+    Column("price_group", String(64), nullable=True),  # per-model prices of a group (config `price_groups`)
 )
 
 api_keys = Table(
@@ -59,8 +63,41 @@ ledger_entries = Table(
     Column("request_id", String(64), nullable=True),
     Column("note", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # The entry that earned this one (a referral credit's top-up) or that it reverses.
+    Column("cause_id", BigInteger, nullable=True),
+    Column("source", String(64), nullable=True),  # code_batch:<id> for redemptions, referee:<org> for referral credits
+    Column("reversed_at", BigInteger, nullable=True),  # set once, when a reversal entry undoes this one
     Index("ix_ledger_org_id_id", "org_id", "id"),
     Index("ix_ledger_request", "request_id"),
+    Index("ix_ledger_cause", "cause_id"),
+)
+
+# Redemption codes: sold in batches, stored hashed, each redeemed at most once.
+code_batches = Table(
+    "code_batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("value_nanos", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("org_id", String(40), nullable=True),  # only this organisation may redeem them
+    Column("tier", String(64), nullable=True),  # only organisations on this tier
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),  # sha256 hex of the normalised code
+    Column("batch_id", String(40), ForeignKey("code_batches.id"), nullable=False),
+    Column("hint", String(16), nullable=False),  # the code's last characters, to tell codes apart
+    Column("redeemed_at", BigInteger, nullable=True),
+    Column("org_id", String(40), nullable=True),
+    Column("user_id", String(40), nullable=True),
+    Column("entry_id", BigInteger, nullable=True),  # the ledger entry that credited it
+    Index("ix_redemption_codes_batch", "batch_id"),
 )
 
 # Statuses of requests that reached no answer: recorded at zero cost, not counted as requests served.

@@ -11,10 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import orjson
 
-from tests.conftest import start_gateway, upstream_config
+from tests.conftest import Admin, start_gateway, upstream_config
 from tests.standins.openai_upstream import StandInUpstream
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -136,3 +137,25 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
         assert proc.stdout == "", args
         assert proc.stderr.count("\n") == 1 and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_codes_made_on_the_command_line_are_redeemed_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    org = ok_json(data, "orgs", "create", "shop-buyer", "--json")
+    printed = ok(data, "codes", "create", "--name", "launch", "--value-usd", "4.5", "--count", "3", "--org", org["id"])
+    lines = printed.strip().splitlines()
+    assert lines[0] == "code,value_usd,batch,expires_at" and len(lines) == 4
+    code = lines[1].split(",")[0]
+    batches = ok_json(data, "codes", "list", "--json")
+    assert [(b["name"], b["count"], b["redeemed"], b["org_id"]) for b in batches] == [("launch", 3, 0, org["id"])]
+    refused = cli(data, "codes", "create", "--name", "bad", "--value-usd", "-1", "--count", "1")
+    assert refused.returncode == 1 and "value_usd" in refused.stderr
+    gw = start_gateway(tmp_path / "gw", env={"SWITCHYARD_DATA_DIR": str(data)})
+    try:
+        key = Admin(gw).key(org["id"], name="k")
+        first = httpx.post(f"{gw.base_url}/credits/redeem", headers={"authorization": f"Bearer {key}"}, json={"code": code})
+        assert first.status_code == 200 and first.json()["amount_usd"] == "4.5"
+    finally:
+        gw.stop()
+    assert ok_json(data, "codes", "list", "--json")[0]["redeemed"] == 1
+    assert ok_json(data, "balance", org["id"], "--json")["balance_nanos"] == 4_500_000_000

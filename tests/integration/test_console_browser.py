@@ -161,6 +161,25 @@ def test_from_setup_link_to_a_live_request(browser: Browser, gw: Gateway) -> Non
     expect(page.locator(".statement")).to_contain_text("first purchase")
     shoot(page, "statement")
 
+    # A code the operator makes in the console (downloaded once, as CSV), redeemed by the customer.
+    op.goto("/console/operator/codes")
+    op.fill("input[name=name]", "Launch week")
+    op.fill("input[name=value_usd]", "5")
+    op.fill("input[name=count]", "2")
+    with op.expect_download() as download:
+        op.click("button:has-text('Make codes')")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "code,value_usd,batch,expires_at" and len(lines) == 3
+    op.goto("/console/operator/codes")
+    expect(op.locator("table")).to_contain_text("Launch week")
+    shoot(op, "operator-codes")
+    page.click("nav >> text=Credits")
+    page.fill("input[name=code]", lines[1].split(",")[0])
+    page.click("button:has-text('Redeem')")
+    expect(page.locator(".notice")).to_contain_text("5 USD added from 'Launch week'")
+    expect(page.locator("#referral-link")).to_contain_text("/console/signup?ref=")
+    shoot(page, "credits")
+
     # The playground answers from the local model and shows what the reply cost.
     page.click("nav >> text=Playground")
     page.fill("textarea[name=system]", "You are terse.")

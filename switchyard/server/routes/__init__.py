@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute, Route
 from switchyard.console.routes import routes as console_routes
 
 from switchyard.server.routes import (
-    admin, audio, batches, chat, completions, cost, embeddings, health, images, messages, models, moderations, requests, responses, usage,
+    admin, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations, requests, responses, usage,
 )
 from switchyard.server.routes import files as files_routes
 
@@ -31,5 +31,6 @@ def routes() -> list[BaseRoute]:
         *batches.routes(),
         Route("/healthz", health.healthz, methods=["GET"]),
         *admin.routes(),
+        *credits.routes(),
         *console_routes(),
     ]

@@ -20,7 +20,7 @@ from switchyard.wire.errors import invalid_request, permission_denied
 Handler = Callable[[Request, AppState], Awaitable[Any]]
 
 
-def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def admin_only(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: AppState = request.app.state.sy
         principal = caller(request)
@@ -34,7 +34,7 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def object_body(request: Request) -> dict[str, Any]:
     body = await read_json(request, 1024 * 1024, request.app.state.sy.settings.limits)
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
@@ -42,7 +42,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 async def create_org(request: Request, state: AppState) -> Any:
-    return await state.admin.create_org(await _body(request))
+    return await state.admin.create_org(await object_body(request))
 
 
 async def list_orgs(request: Request, state: AppState) -> Any:
@@ -54,17 +54,17 @@ async def get_org(request: Request, state: AppState) -> Any:
 
 
 async def update_org(request: Request, state: AppState) -> Any:
-    return await state.admin.update_org(request.path_params["org"], await _body(request))
+    return await state.admin.update_org(request.path_params["org"], await object_body(request))
 
 
 async def topup(request: Request, state: AppState) -> Any:
-    body = await _body(request)
+    body = await object_body(request)
     amount = to_nanos(body.get("amount_usd"), "amount_usd")
     return await state.admin.move_money(request.path_params["org"], amount, "topup", body.get("note"))
 
 
 async def adjust(request: Request, state: AppState) -> Any:
-    body = await _body(request)
+    body = await object_body(request)
     amount = to_nanos(body.get("amount_usd"), "amount_usd")
     return await state.admin.move_money(request.path_params["org"], amount, str(body.get("kind", "adjustment")), body.get("note"))
 
@@ -96,7 +96,7 @@ async def ledger(request: Request, state: AppState) -> Any:
 
 
 async def create_key(request: Request, state: AppState) -> Any:
-    return await state.admin.create_key(await _body(request))
+    return await state.admin.create_key(await object_body(request))
 
 
 async def list_keys(request: Request, state: AppState) -> Any:
@@ -108,7 +108,7 @@ async def get_key(request: Request, state: AppState) -> Any:
 
 
 async def update_key(request: Request, state: AppState) -> Any:
-    return await state.admin.update_key(request.path_params["key_id"], await _body(request))
+    return await state.admin.update_key(request.path_params["key_id"], await object_body(request))
 
 
 async def revoke_key(request: Request, state: AppState) -> Any:
@@ -133,13 +133,13 @@ async def list_users(request: Request, state: AppState) -> Any:
 
 
 async def create_user(request: Request, state: AppState) -> Any:
-    body = await _body(request)
+    body = await object_body(request)
     return await state.console.people.create_user(body.get("email"), body.get("display_name"), body.get("password"),
                                                   is_operator=body.get("is_operator") is True)
 
 
 async def add_membership(request: Request, state: AppState) -> Any:
-    body = await _body(request)
+    body = await object_body(request)
     user = await state.console.people.get_user(request.path_params["user"])
     org = await state.admin.get_org(str(body.get("org_id") or body.get("org") or ""))
     await state.console.people.add_membership(user["id"], org["id"], body.get("role", "member"))
@@ -154,7 +154,7 @@ async def remove_membership(request: Request, state: AppState) -> Any:
 
 
 async def create_invitation(request: Request, state: AppState) -> Any:
-    body = await _body(request)
+    body = await object_body(request)
     org = await state.admin.get_org(str(body.get("org_id") or body.get("org") or ""))
     email = body.get("email")
     token, invitation = await state.console.people.invite(
@@ -171,25 +171,25 @@ async def list_invitations(request: Request, state: AppState) -> Any:
 def routes() -> list[Route]:
     p = "/admin/v1"
     return [
-        Route(f"{p}/organizations", _admin(create_org), methods=["POST"]),
-        Route(f"{p}/organizations", _admin(list_orgs), methods=["GET"]),
-        Route(f"{p}/organizations/{{org}}", _admin(get_org), methods=["GET"]),
-        Route(f"{p}/organizations/{{org}}", _admin(update_org), methods=["PATCH"]),
-        Route(f"{p}/organizations/{{org}}/topup", _admin(topup), methods=["POST"]),
-        Route(f"{p}/organizations/{{org}}/adjustments", _admin(adjust), methods=["POST"]),
-        Route(f"{p}/organizations/{{org}}/balance", _admin(balance), methods=["GET"]),
-        Route(f"{p}/organizations/{{org}}/ledger", _admin(ledger), methods=["GET"]),
-        Route(f"{p}/keys", _admin(create_key), methods=["POST"]),
-        Route(f"{p}/keys", _admin(list_keys), methods=["GET"]),
-        Route(f"{p}/keys/{{key_id}}", _admin(get_key), methods=["GET"]),
-        Route(f"{p}/keys/{{key_id}}", _admin(update_key), methods=["PATCH"]),
-        Route(f"{p}/keys/{{key_id}}", _admin(revoke_key), methods=["DELETE"]),
-        Route(f"{p}/usage", _admin(usage), methods=["GET"]),
-        Route(f"{p}/usage/events", _admin(usage_events), methods=["GET"]),
-        Route(f"{p}/users", _admin(list_users), methods=["GET"]),
-        Route(f"{p}/users", _admin(create_user), methods=["POST"]),
-        Route(f"{p}/users/{{user}}/memberships", _admin(add_membership), methods=["POST"]),
-        Route(f"{p}/users/{{user}}/memberships/{{org}}", _admin(remove_membership), methods=["DELETE"]),
-        Route(f"{p}/invitations", _admin(create_invitation), methods=["POST"]),
-        Route(f"{p}/invitations", _admin(list_invitations), methods=["GET"]),
+        Route(f"{p}/organizations", admin_only(create_org), methods=["POST"]),
+        Route(f"{p}/organizations", admin_only(list_orgs), methods=["GET"]),
+        Route(f"{p}/organizations/{{org}}", admin_only(get_org), methods=["GET"]),
+        Route(f"{p}/organizations/{{org}}", admin_only(update_org), methods=["PATCH"]),
+        Route(f"{p}/organizations/{{org}}/topup", admin_only(topup), methods=["POST"]),
+        Route(f"{p}/organizations/{{org}}/adjustments", admin_only(adjust), methods=["POST"]),
+        Route(f"{p}/organizations/{{org}}/balance", admin_only(balance), methods=["GET"]),
+        Route(f"{p}/organizations/{{org}}/ledger", admin_only(ledger), methods=["GET"]),
+        Route(f"{p}/keys", admin_only(create_key), methods=["POST"]),
+        Route(f"{p}/keys", admin_only(list_keys), methods=["GET"]),
+        Route(f"{p}/keys/{{key_id}}", admin_only(get_key), methods=["GET"]),
+        Route(f"{p}/keys/{{key_id}}", admin_only(update_key), methods=["PATCH"]),
+        Route(f"{p}/keys/{{key_id}}", admin_only(revoke_key), methods=["DELETE"]),
+        Route(f"{p}/usage", admin_only(usage), methods=["GET"]),
+        Route(f"{p}/usage/events", admin_only(usage_events), methods=["GET"]),
+        Route(f"{p}/users", admin_only(list_users), methods=["GET"]),
+        Route(f"{p}/users", admin_only(create_user), methods=["POST"]),
+        Route(f"{p}/users/{{user}}/memberships", admin_only(add_membership), methods=["POST"]),
+        Route(f"{p}/users/{{user}}/memberships/{{org}}", admin_only(remove_membership), methods=["DELETE"]),
+        Route(f"{p}/invitations", admin_only(create_invitation), methods=["POST"]),
+        Route(f"{p}/invitations", admin_only(list_invitations), methods=["GET"]),
     ]

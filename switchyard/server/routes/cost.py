@@ -52,7 +52,7 @@ async def estimate_cost(request: Request) -> Response:
             raise GatewayError(429, f"This key may have at most {policy.per_key_per_minute} remote images fetched "
                                "per minute for estimates; retry shortly.", type="requests",
                                code="rate_limit_exceeded", headers=headers)
-    return JSONResponse(await quote(chat, public, group[0], principal.org.price_multiplier, policy=policy,
+    return JSONResponse(await quote(chat, public, group[0], state.gateway.billing.multiplier(principal, public), policy=policy,
                                     reserve_cap=state.gateway.billing.reserve_cap(principal)))
 
 
