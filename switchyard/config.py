@@ -58,6 +58,14 @@ class ReferralSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageSettings:
+    """Request records (`usage:`): the per-request log; the per-minute and hourly sums stay for good."""
+
+    retention_days: int = 0  # records older than this are pruned in the background (0: kept for good)
+    prune_batch: int = 1000  # records deleted per statement while pruning
+
+
+@dataclass(frozen=True, slots=True)
 class CreditSettings:
     """Redemption codes (`credits:`)."""
 
@@ -154,6 +162,7 @@ class Settings:
     # Per-model price factors for groups of organisations: {"resellers": {"gpt-5.2": 0.6, "*": 1}}.
     price_groups: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
     credits: CreditSettings = field(default_factory=CreditSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
 
     @property
     def master_key_file(self) -> Path:
@@ -328,6 +337,13 @@ def _price_groups(raw: Any) -> dict[str, dict[str, Decimal]]:
     return groups
 
 
+def _usage(raw: Any) -> UsageSettings:
+    usage: UsageSettings = _section(raw, UsageSettings, "usage")
+    if usage.retention_days < 0 or usage.prune_batch < 1:
+        raise ConfigError("usage.retention_days must not be negative and usage.prune_batch must be positive")
+    return usage
+
+
 def _referral(raw: Any) -> ReferralSettings:
     referral: ReferralSettings = _section(raw, ReferralSettings, "referral")
     try:
@@ -432,6 +448,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             referral=_referral(file.get("referral")),
             price_groups=_price_groups(file.get("price_groups")),
             credits=_section(file.get("credits"), CreditSettings, "credits"),
+            usage=_usage(file.get("usage")),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, and_, case, func, insert, select, update
+from sqlalchemy import Row, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +23,8 @@ from switchyard.accounts.postings import FundsSync, feed, post
 from switchyard.credits.referrals import Referrals
 from switchyard.accounts.records import OPERATOR_ORG_ID
 from switchyard.metering.cost import NANOS_PER_USD, usd
-from switchyard.store.schema import UNSERVED, api_keys, ledger_entries, organizations, usage_records
+from switchyard.metering.rollups import DAY, HOUR, MINUTE
+from switchyard.store.schema import api_keys, ledger_entries, organizations, usage_rollups
 from switchyard.wire.errors import GatewayError, invalid_request, not_found
 
 MONEY_KINDS = ("topup", "reserve", "settle", "release", "refund", "adjustment", "redemption", "referral_credit", "reversal")
@@ -432,49 +433,41 @@ class AccountsAdmin:
         start: int | None = None,
         end: int | None = None,
     ) -> dict[str, Any]:
-        """Tokens, requests and cost, grouped by key, model and/or time bucket (minute/hour/day)."""
-        u = usage_records.c
+        """Tokens, requests and cost, grouped by key, model and/or time bucket (minute/hour/day),
+        from the rollups (kept for good while request records are pruned): the hourly sums when
+        every edge asked for falls on an hour, else the per-minute sums (ranges to the minute)."""
+        r = usage_rollups.c
         columns: list[Any] = []
         names: list[str] = []
         group = set(group_by)
         unknown = group - {"key", "model", "org", "deployment"}
         if unknown:
             raise invalid_request(f"Cannot group by {', '.join(sorted(unknown))}.", param="group_by")
-        for name, col in (("org_id", u.org_id), ("key_id", u.key_id), ("model", u.model), ("deployment", u.deployment)):
+        for name, col in (("org_id", r.org_id), ("key_id", r.key_id), ("model", r.model), ("deployment", r.deployment)):
             if name.removesuffix("_id") in group:
                 columns.append(col.label(name))
                 names.append(name)
+        edges = [t * 1000 for t in (start, end) if t is not None]
+        span = HOUR if bucket != "minute" and all(t % HOUR == 0 for t in edges) else MINUTE
         if bucket is not None:
-            size = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}.get(bucket)
+            size = {"minute": MINUTE, "hour": HOUR, "day": DAY}.get(bucket)
             if size is None:
                 raise invalid_request("'bucket' must be minute, hour or day.", param="bucket")
-            columns.append((u.created_at - u.created_at % size).label("bucket_ms"))
+            columns.append((r.bucket - r.bucket % size).label("bucket_ms"))
             names.append("bucket_ms")
-        # Refused and failed requests leave a record (at zero cost) but are not requests served.
-        served = case((u.status.in_(UNSERVED), 0), else_=1)
-        measures = [
-            func.coalesce(func.sum(served), 0).label("requests"),
-            func.coalesce(func.sum(1 - served), 0).label("errors"),
-            func.coalesce(func.sum(u.input_tokens), 0).label("input_tokens"),
-            func.coalesce(func.sum(u.cached_tokens), 0).label("cached_tokens"),
-            func.coalesce(func.sum(u.cache_write_tokens), 0).label("cache_write_tokens"),
-            func.coalesce(func.sum(u.output_tokens), 0).label("output_tokens"),
-            func.coalesce(func.sum(u.reasoning_tokens), 0).label("reasoning_tokens"),
-            func.coalesce(func.sum(u.image_tokens), 0).label("image_tokens"),
-            func.coalesce(func.sum(u.cost_nanos), 0).label("cost_nanos"),
-        ]
-        conditions = []
+        measures = [func.coalesce(func.sum(getattr(r, m)), 0).label(m) for m in (
+            "requests", "errors", "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens",
+            "reasoning_tokens", "image_tokens", "cost_nanos")]
+        conditions = [r.span == span]
         if org_id:
-            conditions.append(u.org_id == org_id)
+            conditions.append(r.org_id == org_id)
         if key_id:
-            conditions.append(u.key_id == key_id)
+            conditions.append(r.key_id == key_id)
         if start is not None:
-            conditions.append(u.created_at >= start * 1000)
+            conditions.append(r.bucket >= start * 1000 - start * 1000 % span)
         if end is not None:
-            conditions.append(u.created_at < end * 1000)
-        q = select(*columns, *measures)
-        if conditions:
-            q = q.where(and_(*conditions))
+            conditions.append(r.bucket < end * 1000)
+        q = select(*columns, *measures).where(and_(*conditions))
         if columns:
             q = q.group_by(*[c for c in columns]).order_by(*[c for c in columns])
         async with self.engine.connect() as conn:

@@ -4,7 +4,6 @@ billing, models and prices, playground. Each renders a template and is also its 
 from __future__ import annotations
 
 import asyncio
-import calendar
 import csv
 import io
 from datetime import datetime, timezone
@@ -12,20 +11,19 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from switchyard.accounts.admin import now_ms
+from switchyard.accounts.statements import monthly_statement, statement_csv
 from switchyard.console.prices import price_rows
 from switchyard.console.web import HEADERS, Visit, event_stream, not_found_page, page, render
 from switchyard.metering import request_log, rollups
 from switchyard.metering.cost import usd
 from switchyard.metering.request_log import LogFilter
 from switchyard.metering.rollups import DAY, HOUR, MINUTE
-from switchyard.store.schema import ledger_entries as le
-from switchyard.wire.errors import invalid_request
+from switchyard.wire.errors import GatewayError, invalid_request
 
 PLAYGROUND_KEY_MINUTES = 60
 PLAYGROUND_KEY_PREFIX = "playground · "
@@ -304,33 +302,20 @@ def _months(count: int = 12) -> list[str]:
 
 
 async def statement(visit: Visit) -> Response:
-    """A printable monthly statement: money in and out, and what the month's usage cost by model."""
+    """A printable monthly statement: money in and out, and what the month's usage cost by model
+    (`?format=csv` or `json` for the same figures as data)."""
     assert visit.org is not None
     month = visit.request.query_params.get("month") or _months(1)[0]
     try:
-        year, mon = (int(p) for p in month.split("-"))
-        start = int(datetime(year, mon, 1, tzinfo=timezone.utc).timestamp() * 1000)
-        end = start + calendar.monthrange(year, mon)[1] * DAY
-    except ValueError:
-        return render(visit, "error.html", {"error": {"message": "month is YYYY-MM."}}, status=400)
-    org_id = visit.org["id"]
-    async with _engine(visit).connect() as conn:
-        opening = (await conn.execute(select(func.coalesce(func.sum(le.c.amount_nanos), 0)).where(and_(
-            le.c.org_id == org_id, le.c.created_at < start)))).scalar_one()
-        moves = (await conn.execute(select(le).where(and_(
-            le.c.org_id == org_id, le.c.created_at >= start, le.c.created_at < end,
-            le.c.kind.not_in(("reserve", "release", "settle")))).order_by(le.c.id))).all()
-        settled = (await conn.execute(select(func.coalesce(func.sum(le.c.amount_nanos), 0)).where(and_(
-            le.c.org_id == org_id, le.c.created_at >= start, le.c.created_at < end,
-            le.c.kind.in_(("reserve", "release", "settle")))))).scalar_one()
-    by_model = await rollups.top(_engine(visit), by="model", start=start, end=end, org_id=org_id, limit=1000)
-    credits = [{"created_at": r.created_at // 1000, "kind": r.kind, "amount_nanos": r.amount_nanos, "note": r.note}
-               for r in moves]
-    closing = int(opening) + sum(c["amount_nanos"] for c in credits) + int(settled)
-    data = {"month": month, "org": {"id": org_id, "name": visit.org["name"]}, "opening_nanos": int(opening),
-            "credits": credits, "usage_nanos": -int(settled), "closing_nanos": closing,
-            "by_model": [{"model": r["group"], "requests": r["requests"], "input_tokens": r["input_tokens"],
-                          "output_tokens": r["output_tokens"], "cost_nanos": r["cost_nanos"]} for r in by_model]}
+        data = await monthly_statement(_engine(visit), visit.org, month)
+    except GatewayError as err:
+        return render(visit, "error.html", {"error": {"message": err.message}}, status=400)
+    fmt = visit.request.query_params.get("format")
+    if fmt == "csv":
+        return Response(statement_csv(data), media_type="text/csv", headers={
+            "content-disposition": f'attachment; filename="statement-{visit.org["id"]}-{month}.csv"'})
+    if fmt == "json":
+        return Response(orjson.dumps(data), media_type="application/json", headers=HEADERS)
     return render(visit, "statement.html", data)
 
 

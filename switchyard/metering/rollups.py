@@ -1,7 +1,8 @@
 """Usage summed per minute and per hour, written with each group of bills.
 
-The console's charts and totals read these sums: a month of a busy organisation's usage is a
-few thousand rows instead of millions of records.
+The console's charts and totals and the usage API read these sums: a month of a busy
+organisation's usage is a few thousand rows instead of millions of records, and they are kept
+for good while the records themselves are pruned after `usage.retention_days`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DAY = 86_400_000
 
 GROUP = ("span", "bucket", "org_id", "key_id", "model", "deployment")
 MEASURES = ("requests", "errors", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens",
-            "image_tokens", "cost_nanos", "latency_ms")
+            "image_tokens", "cost_nanos", "latency_ms", "cache_write_tokens")
 COLUMNS = GROUP + MEASURES
 GROUPS = {"model": "model", "key": "key_id", "deployment": "deployment", "org": "org_id"}
 
@@ -34,6 +35,7 @@ class Billed(Protocol):
     status: str
     input_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     output_tokens: int
     reasoning_tokens: int
     image_tokens: int
@@ -49,7 +51,7 @@ def rollup_rows(records: Iterable[Billed]) -> list[tuple[Any, ...]]:
     for r in records:
         served = r.status not in UNSERVED
         values = (int(served), int(not served), r.input_tokens, r.cached_tokens, r.output_tokens,
-                  r.reasoning_tokens, r.image_tokens, r.cost_nanos, r.latency_ms)
+                  r.reasoning_tokens, r.image_tokens, r.cost_nanos, r.latency_ms, r.cache_write_tokens)
         for span in SPANS:
             key = (span, r.created_at - r.created_at % span, r.org_id, r.key_id, r.model, r.deployment)
             total = sums.get(key)

@@ -23,6 +23,7 @@ from switchyard.accounts.keys import digest, ensure_master_key
 from switchyard.credits.codes import CodeBook
 from switchyard.credits.referrals import Referrals, referral_policy
 from switchyard.files.links import FileLinks
+from switchyard.metering.retention import Pruner
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
 from switchyard.accounts.shared_funds import SharedFunds
@@ -146,6 +147,9 @@ def build_app(settings: Settings) -> ASGIApp:
         codes=CodeBook(engine, referrals, funds),
     )
 
+    retention = settings.usage
+    pruner = Pruner(engine, retention.retention_days, retention.prune_batch) if retention.retention_days else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await directory.load()
@@ -154,6 +158,8 @@ def build_app(settings: Settings) -> ASGIApp:
         await table.start()
         if shared_events is not None:
             shared_events.start()
+        if pruner is not None:
+            pruner.start()
         batches.start()  # last: batch lines need everything above
         # What start-up built lives as long as the worker: keep it out of every later full
         # garbage collection, which would otherwise walk it each time (a pause per big request).
@@ -162,6 +168,8 @@ def build_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await batches.stop()  # first: lines in flight still settle through the ledger writer
+            if pruner is not None:
+                await pruner.close()
             await writer.close()
             if shared_events is not None:
                 await shared_events.close()

@@ -136,6 +136,7 @@ usage_records = Table(
     Column("units", String(300), nullable=True),  # media quantities billed: `audio_ms=90500 image.hd.1024x1024=1`
     Index("ix_usage_org_time", "org_id", "created_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
+    Index("ix_usage_time", "created_at"),  # the pruner's walk, oldest first
 )
 
 # Every change an operator makes (key, balance, tier, price) appends a row; each worker polls
@@ -303,5 +304,6 @@ usage_rollups = Table(
     Column("image_tokens", BigInteger, nullable=False),
     Column("cost_nanos", BigInteger, nullable=False),
     Column("latency_ms", BigInteger, nullable=False),  # summed: divided by requests for the mean
+    Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
     Index("ix_rollups_org", "org_id", "span", "bucket"),
 )

@@ -7,7 +7,8 @@ from starlette.routing import BaseRoute, Route
 from switchyard.console.routes import routes as console_routes
 
 from switchyard.server.routes import (
-    admin, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations, requests, responses, usage,
+    admin, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations, requests,
+    responses, statements, usage,
 )
 from switchyard.server.routes import files as files_routes
 
@@ -32,5 +33,6 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", health.healthz, methods=["GET"]),
         *admin.routes(),
         *credits.routes(),
+        *statements.routes(),
         *console_routes(),
     ]

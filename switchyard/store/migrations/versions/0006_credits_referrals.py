@@ -1,6 +1,6 @@
 """Selling access: redemption codes (batches, hashed codes), referrals (each organisation's
-code, who referred it), ledger entries linked to their cause and marked when reversed, and the
-price group an organisation buys at.
+code, who referred it), ledger entries linked to their cause and marked when reversed, the
+price group an organisation buys at; cache writes in the rollups, and an index for pruning.
 
 Revision ID: 0006
 Revises: 0005
@@ -50,9 +50,21 @@ def upgrade() -> None:
     op.add_column("ledger_entries", sa.Column("source", sa.String(64), nullable=True))
     op.add_column("ledger_entries", sa.Column("reversed_at", sa.BigInteger, nullable=True))
     op.create_index("ix_ledger_cause", "ledger_entries", ["cause_id"])
+    # Rollups carry cache writes too (the usage API reads them now, records may be pruned),
+    # filled from the records already there.
+    op.add_column("usage_rollups", sa.Column("cache_write_tokens", sa.BigInteger, nullable=False, server_default="0"))
+    op.execute(
+        "UPDATE usage_rollups SET cache_write_tokens = COALESCE((SELECT SUM(u.cache_write_tokens) FROM usage_records u "
+        "WHERE u.org_id = usage_rollups.org_id AND u.key_id = usage_rollups.key_id AND u.model = usage_rollups.model "
+        "AND u.deployment = usage_rollups.deployment AND u.created_at >= usage_rollups.bucket "
+        "AND u.created_at < usage_rollups.bucket + usage_rollups.span), 0)")
+    op.create_index("ix_usage_time", "usage_records", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_time", "usage_records")
+    with op.batch_alter_table("usage_rollups") as batch:
+        batch.drop_column("cache_write_tokens")
     op.drop_index("ix_ledger_cause", "ledger_entries")
     with op.batch_alter_table("ledger_entries") as batch:
         batch.drop_column("reversed_at")
