@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,13 @@ class ReferralSettings:
     percent: str = "0"  # "10" for 10%; 0 turns the program off
     cap_usd: str = ""  # the most one referred organisation earns its referrer, for good ("": no cap)
     months: int = 0  # credits only within this many months of the sign-up (0: for good)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """Budgets that reset (`budgets:`): the calendar their periods follow."""
+
+    timezone: str = "UTC"  # an IANA name: daily budgets reset at its midnight, monthly on its 1st
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,7 @@ class Settings:
     price_groups: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
     credits: CreditSettings = field(default_factory=CreditSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
 
     @property
     def master_key_file(self) -> Path:
@@ -337,6 +346,16 @@ def _price_groups(raw: Any) -> dict[str, dict[str, Decimal]]:
     return groups
 
 
+def _budgets(raw: Any) -> BudgetSettings:
+    budgets: BudgetSettings = _section(raw, BudgetSettings, "budgets")
+    try:
+        ZoneInfo(budgets.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"budgets.timezone: unknown time zone '{budgets.timezone}' (an IANA name such as "
+                          "UTC or Europe/Berlin)") from None
+    return budgets
+
+
 def _usage(raw: Any) -> UsageSettings:
     usage: UsageSettings = _section(raw, UsageSettings, "usage")
     if usage.retention_days < 0 or usage.prune_batch < 1:
@@ -449,6 +468,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             price_groups=_price_groups(file.get("price_groups")),
             credits=_section(file.get("credits"), CreditSettings, "credits"),
             usage=_usage(file.get("usage")),
+            budgets=_budgets(file.get("budgets")),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

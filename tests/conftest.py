@@ -203,6 +203,17 @@ def pg_url() -> Iterator[str]:
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def known_everywhere(gw: Gateway, key: str, in_a_row: int = 20) -> None:
+    """Until a new key is accepted `in_a_row` times in a row on fresh connections: with several
+    workers, each learns it from the change feed, and a fresh connection may reach either."""
+    accepted = 0
+    deadline = time.monotonic() + 30
+    while accepted < in_a_row:
+        ok = httpx.get(f"{gw.base_url}/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
+        accepted = accepted + 1 if ok else 0
+        assert time.monotonic() < deadline, "the key never reached every worker"
+
+
 class Admin:
     """The admin API, as an operator's script would call it."""
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, new_key
+from switchyard.accounts.periods import PERIODS, Periods
 from switchyard.accounts.postings import FundsSync, feed, post
 from switchyard.credits.referrals import Referrals
 from switchyard.accounts.records import OPERATOR_ORG_ID
@@ -60,7 +61,7 @@ def _multiplier(value: Any) -> str:
     return str(m)
 
 
-def org_object(row: Row[Any] | Any) -> dict[str, Any]:
+def org_object(row: Row[Any] | Any, periods: Periods) -> dict[str, Any]:
     return {
         "id": row.id, "object": "organization", "name": row.name, "tier": row.tier,
         "price_multiplier": row.price_multiplier, "prepaid": bool(row.prepaid),
@@ -68,17 +69,18 @@ def org_object(row: Row[Any] | Any) -> dict[str, Any]:
         "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
         "max_reserve_tokens": row.max_reserve_tokens, "created_at": row.created_at // 1000,
         "price_group": getattr(row, "price_group", None), "referred_by": getattr(row, "referred_by", None),
+        **_budget_fields(row, periods),
     }
 
 
-def key_object(row: Row[Any] | Any) -> dict[str, Any]:
+def key_object(row: Row[Any] | Any, periods: Periods) -> dict[str, Any]:
     return {
         "id": row.id, "object": "api_key", "org_id": row.org_id, "name": row.name, "key_hint": row.key_hint,
         "allowed_models": orjson.loads(row.allowed_models) if row.allowed_models else None,
         "budget_usd": usd(row.budget_nanos) if row.budget_nanos is not None else None,
         "spent_usd": usd(int(row.spent_nanos)), "spent_nanos": int(row.spent_nanos),
         "overdraft_usd": usd(int(row.overdraft_nanos)), "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
-        "cache_ttl": row.cache_ttl_seconds, "max_reserve_tokens": row.max_reserve_tokens,
+        "cache_ttl": row.cache_ttl_seconds, "max_reserve_tokens": row.max_reserve_tokens, **_budget_fields(row, periods),
         "expires_at": row.expires_at // 1000 if row.expires_at else None,
         "revoked_at": row.revoked_at // 1000 if row.revoked_at else None,
         "created_at": row.created_at // 1000, "owner_user_id": row.owner_user_id,
@@ -86,6 +88,31 @@ def key_object(row: Row[Any] | Any) -> dict[str, Any]:
 
 
 _feed = feed
+
+
+def _period(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in PERIODS:
+        raise invalid_request(f"'budget_period' must be one of {', '.join(PERIODS)} (or null), not {str(value)[:20]!r}.",
+                              param="budget_period")
+    return str(value)
+
+
+def _optional_nanos(value: Any, param: str) -> int | None:
+    return None if value is None else to_nanos(value, param)
+
+
+def _budget_fields(row: Any, periods: Periods) -> dict[str, Any]:
+    """A budget and what it has spent in its current period (nothing yet, once a new period begins)."""
+    budget, period = getattr(row, "budget_nanos", None), getattr(row, "budget_period", None)
+    spent = int(getattr(row, "spent_nanos", 0) or 0)
+    current = periods.start(period)
+    if period is not None and getattr(row, "period_start", None) != current:
+        spent = 0
+    return {"budget_usd": usd(budget) if budget is not None else None, "budget_period": period,
+            "period_start": current // 1000 if current is not None else None,
+            "period_spent_nanos": spent, "period_spent_usd": usd(spent)}
 
 
 def valid_org_name(value: Any) -> str:
@@ -126,7 +153,7 @@ class AccountsAdmin:
     def __init__(
         self, engine: AsyncEngine, tiers: Iterable[str], funds: FundsSync | None = None,
         served: Iterable[str] | None = None, referrals: Referrals | None = None,
-        price_groups: Iterable[str] = (),
+        price_groups: Iterable[str] = (), periods: Periods | None = None,
     ) -> None:
         """`served`: the model names this deployment serves, to warn about keys limited to others.
         `referrals`: the referral program that credits referrers when a referee's top-up settles."""
@@ -137,6 +164,7 @@ class AccountsAdmin:
         self.funds: FundsSync = funds or Funds()
         self.referrals = referrals or Referrals()
         self.price_groups = frozenset(price_groups)  # the groups the config defines
+        self.periods = periods or Periods()  # budget periods, in the configured time zone
 
     def _price_group(self, group: Any) -> str | None:
         if group is None or group == "":
@@ -178,6 +206,8 @@ class AccountsAdmin:
             "tpm_limit": _optional_int(body.get("tpm_limit"), "tpm_limit"),
             "max_reserve_tokens": _optional_int(body.get("max_reserve_tokens"), "max_reserve_tokens", 1),
             "price_group": self._price_group(body.get("price_group")),
+            "budget_nanos": _optional_nanos(body.get("budget_usd"), "budget_usd"),
+            "budget_period": _period(body.get("budget_period")), "spent_nanos": 0,
             "created_at": t, "updated_at": t,
         }
         try:
@@ -196,11 +226,11 @@ class AccountsAdmin:
                 row = (await conn.execute(select(organizations).where(organizations.c.name == ref))).first()
         if row is None:
             raise not_found(f"No organization '{ref}'.", param="org")
-        return org_object(row)
+        return org_object(row, self.periods)
 
     async def list_orgs(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
-            return [org_object(r) for r in await conn.execute(select(organizations).order_by(organizations.c.created_at))]
+            return [org_object(r, self.periods) for r in await conn.execute(select(organizations).order_by(organizations.c.created_at))]
 
     async def update_org(self, ref: str, body: Mapping[str, Any]) -> dict[str, Any]:
         before = await self.get_org(ref)
@@ -221,6 +251,10 @@ class AccountsAdmin:
             values["max_reserve_tokens"] = _optional_int(body["max_reserve_tokens"], "max_reserve_tokens", 1)
         if "price_group" in body:
             values["price_group"] = self._price_group(body["price_group"])
+        if "budget_usd" in body:
+            values["budget_nanos"] = _optional_nanos(body["budget_usd"], "budget_usd")
+        if "budget_period" in body:
+            values["budget_period"] = _period(body["budget_period"])
         if "name" in body:
             if not isinstance(body["name"], str) or not body["name"].strip():
                 raise invalid_request("'name' must be a non-empty string.", param="name")
@@ -235,7 +269,8 @@ class AccountsAdmin:
         except IntegrityError:
             raise GatewayError(409, f"An organization named '{values['name']}' already exists.", param="name", code="conflict") from None
         after = await self.get_org(org_id)
-        if after["prepaid"] != before["prepaid"]:
+        if after["prepaid"] != before["prepaid"] or (before["budget_usd"], before["budget_period"]) != (
+                after["budget_usd"], after["budget_period"]):
             await self.funds.forget(org_id=org_id)
         elif "overdraft_nanos" in values:
             await self.funds.credit_org(org_id, values["overdraft_nanos"] - to_nanos(before["overdraft_usd"], "overdraft_usd"))
@@ -344,7 +379,7 @@ class AccountsAdmin:
             "cache_ttl_seconds": _optional_int(body.get("cache_ttl"), "cache_ttl"),
             "max_reserve_tokens": _optional_int(body.get("max_reserve_tokens"), "max_reserve_tokens", 1),
             "expires_at": expires * 1000 if expires else None, "revoked_at": None, "created_at": now_ms(),
-            "owner_user_id": owner_user_id,
+            "owner_user_id": owner_user_id, "budget_period": _period(body.get("budget_period")),
         }
         async with self.engine.begin() as conn:
             await conn.execute(insert(api_keys).values(**values))
@@ -370,14 +405,14 @@ class AccountsAdmin:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
         if row is None:
             raise not_found(f"No API key '{key_id}'.", param="key_id")
-        return key_object(row)
+        return key_object(row, self.periods)
 
     async def list_keys(self, org_ref: str | None = None) -> list[dict[str, Any]]:
         q = select(api_keys).order_by(api_keys.c.created_at)
         if org_ref:
             q = q.where(api_keys.c.org_id == (await self.get_org(org_ref))["id"])
         async with self.engine.connect() as conn:
-            return [key_object(r) for r in await conn.execute(q)]
+            return [key_object(r, self.periods) for r in await conn.execute(q)]
 
     async def update_key(self, key_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         before = await self.get_key(key_id)
@@ -397,8 +432,8 @@ class AccountsAdmin:
             values["cache_ttl_seconds"] = _optional_int(body["cache_ttl"], "cache_ttl")
         if "max_reserve_tokens" in body:
             values["max_reserve_tokens"] = _optional_int(body["max_reserve_tokens"], "max_reserve_tokens", 1)
-        if "price_group" in body:
-            values["price_group"] = self._price_group(body["price_group"])
+        if "budget_period" in body:
+            values["budget_period"] = _period(body["budget_period"])
         if "name" in body:
             values["name"] = str(body["name"])
         if not values:
@@ -409,13 +444,13 @@ class AccountsAdmin:
         after = await self.get_key(key_id)
         if "allowed_models" in body:
             self._warn_unserved(after)
-        if (before["budget_usd"] is None) != (after["budget_usd"] is None):
+        if (before["budget_usd"] is None) != (after["budget_usd"] is None) or before["budget_period"] != after["budget_period"]:
             await self.funds.forget(key_id=key_id)
         elif after["budget_usd"] is not None:
             def room(k: dict[str, Any]) -> int:
                 return to_nanos(k["budget_usd"], "budget_usd") + to_nanos(k["overdraft_usd"], "overdraft_usd")
 
-            await self.funds.credit_key(key_id, room(after) - room(before))
+            await self.funds.credit_key(key_id, room(after) - room(before), self.periods.start(after["budget_period"]))
         return after
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sqlalchemy import Table
 
 from switchyard.accounts.funds import Funds, Hold
 from switchyard.accounts.ledger import LedgerWriter, Settlement
+from switchyard.accounts.periods import Periods
 from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.records import Principal
 from switchyard.catalog import ModelSpec
@@ -86,6 +87,7 @@ class Billing:
         default_output_estimate: int = 1024,
         max_reserve_tokens: int | None = None,
         price_groups: Mapping[str, Mapping[str, Decimal]] | None = None,
+        periods: Periods | None = None,
     ) -> None:
         self.funds = funds
         self.limiter = limiter
@@ -94,6 +96,7 @@ class Billing:
         self.default_output_estimate = default_output_estimate
         self.max_reserve_tokens = max_reserve_tokens  # the default reservation cap (config)
         self.price_groups = price_groups or {}
+        self.periods = periods or Periods()  # budget periods, in the configured time zone
         self.anomalies = 0  # bills this worker capped at their hold (see `settle`)
 
     def multiplier(self, principal: Principal, model: str) -> Decimal:
@@ -161,8 +164,9 @@ class Billing:
             most = max(self.worst_case(quote, multiplier, d, batch) for d in candidates)
         else:
             most = max(_multiplied(worst(d), multiplier) for d in candidates)
+        key_period, org_period, ttl = self.budget_periods(principal)
         try:
-            hold = await self.funds.reserve(principal, most)
+            hold = await self.funds.reserve(principal, most, key_period, org_period, ttl)
         except GatewayError as exc:
             await self._correct(scopes, rate_tokens, 0)
             exc.headers.update(admission.headers)
@@ -174,6 +178,19 @@ class Billing:
         ticket = Ticket(request_id, principal, public_model, dep, quote, endpoint, hold, scopes, rate_tokens,
                         batch=batch)
         return ticket, dict(admission.headers)
+
+    def budget_periods(self, principal: Principal) -> tuple[int | None, int | None, int]:
+        """The current periods of the key's and the organisation's budgets that reset, and how
+        long a shared counter for them must live (past the later one's end, a day's margin)."""
+        key, org = principal.key, principal.org
+        key_period = self.periods.start(key.budget_period) if key.budget_nanos is not None else None
+        org_period = self.periods.start(org.budget_period) if org.budget_nanos is not None else None
+        if key_period is None and org_period is None:
+            return None, None, 0
+        ends = [self.periods.end(p) for p, s in ((key.budget_period, key_period), (org.budget_period, org_period))
+                if p is not None and s is not None]
+        now = int(self.periods.now() * 1000)
+        return key_period, org_period, (max(ends) - now + 86_400_000) if ends else 0
 
     @staticmethod
     def worst_case(quote: Quote, multiplier: Decimal, dep: Deployment, batch: bool = False) -> int:
@@ -248,6 +265,7 @@ class Billing:
             error_code=error_code, usage_source=source, anomaly=anomaly[:200] if anomaly else None,
             ttfb_ms=int((ticket.first_byte - ticket.started) * 1000) if ticket.first_byte is not None else None,
             attempts=ticket.attempts, units=_units_text(units),
+            key_period=ticket.hold.key_period, org_period=ticket.hold.org_period,
             rows=tuple(attach(cost)) if attach is not None else (),
         )
         committed = self.writer.submit(settlement)

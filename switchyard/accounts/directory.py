@@ -112,15 +112,18 @@ class Directory:
         if self._task:
             self._task.cancel()
 
-    def apply_settled(self, org_balances: Mapping[str, int], key_spent: Mapping[str, int]) -> None:
+    def apply_settled(self, org_balances: Mapping[str, tuple[int, int, int | None]],
+                      key_spent: Mapping[str, tuple[int, int | None]]) -> None:
         """Values read back in the settlement transaction itself: exact as of that commit."""
-        for org_id, balance in org_balances.items():
-            if org_id in self.orgs:
-                self.orgs[org_id].balance_nanos = balance
-        for key_id, spent in key_spent.items():
+        for org_id, (balance, spent, period_start) in org_balances.items():
+            org = self.orgs.get(org_id)
+            if org is not None:
+                org.balance_nanos, org.spent_nanos, org.period_start = balance, spent, period_start
+        for key_id, (spent, period_start) in key_spent.items():
             h = self._hash_of.get(key_id)
             if h is not None:
-                self._by_hash[h].spent_nanos = spent
+                key = self._by_hash[h]
+                key.spent_nanos, key.period_start = spent, period_start
 
     def key_by_id(self, key_id: str) -> KeyRecord | None:
         h = self._hash_of.get(key_id)

@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, text, update
+from sqlalchemy import Connection, Table, insert, text
 
 from switchyard.accounts.directory import Directory
 from switchyard.store.database import Store
 from switchyard.metering.rollups import COLUMNS as ROLLUP_COLUMNS
 from switchyard.metering.rollups import NAMED_UPSERT, SQLITE_UPSERT, rollup_rows
-from switchyard.store.schema import api_keys, changes, ledger_entries, organizations, usage_records
+from switchyard.store.schema import changes, ledger_entries, usage_records
 
 log = logging.getLogger("switchyard.ledger")
 
@@ -59,12 +59,15 @@ class Settlement:
     ttfb_ms: int | None = None  # until the first answer or stream chunk arrived from the upstream
     attempts: int | None = None  # deployments tried
     units: str | None = None  # a media request's quantities: `audio_ms=90500`, `image.hd.1024x1024=1`
+    # The budget periods (their starts) the request was admitted in: its cost counts in those.
+    key_period: int | None = None
+    org_period: int | None = None
     # Rows that belong with this bill (a stored response, a batch line's result): committed in
     # the same transaction, so neither exists without the other.
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()
 
     def usage_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _USAGE_COLUMNS}
+        return {name: getattr(self, name) for name in _USAGE_COLUMNS if name in _SETTLEMENT_FIELDS}
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         base = {"org_id": self.org_id, "key_id": self.key_id, "request_id": self.request_id,
@@ -79,6 +82,7 @@ class Settlement:
 
 
 _USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
+_SETTLEMENT_FIELDS = frozenset(Settlement.__dataclass_fields__)
 
 
 def _log_failed_record(future: asyncio.Future[None]) -> None:
@@ -157,61 +161,81 @@ class LedgerWriter:
                 log.exception("usage listener failed")
 
     async def _commit(self, batch: list[Settlement]) -> None:
-        org_delta: defaultdict[str, int] = defaultdict(int)
-        key_delta: defaultdict[str, int] = defaultdict(int)
+        # Spend per (organisation or key, budget period): a group that straddles a period's
+        # boundary counts each request in the period it was admitted in.
+        org_cost: defaultdict[tuple[str, int | None], int] = defaultdict(int)
+        key_cost: defaultdict[tuple[str, int | None], int] = defaultdict(int)
         ledger_rows: list[dict[str, Any]] = []
         extra: defaultdict[Table, list[dict[str, Any]]] = defaultdict(list)
         for s in batch:
             for table, row in s.rows:
                 extra[table].append(row)
-            org_delta[s.org_id] -= s.cost_nanos
+            org_cost[(s.org_id, s.org_period)] += s.cost_nanos
             if s.key_in_db:
-                key_delta[s.key_id] += s.cost_nanos
+                key_cost[(s.key_id, s.key_period)] += s.cost_nanos
             ledger_rows += s.ledger_rows()
         usage_rows = [s.usage_row() for s in batch]
         rollups = rollup_rows(batch)
         now = int(time.time() * 1000)
+        orgs = sorted(org_cost.items(), key=_by_period)
+        keys = sorted(key_cost.items(), key=_by_period)
 
         async with self._directory.lock:
             if self._store.is_sqlite:
                 balances, spent = await self._store.sqlite_transaction(
-                    lambda conn: _write_sqlite(conn, usage_rows, rollups, ledger_rows, extra, org_delta, key_delta, now))
+                    lambda conn: _write_sqlite(conn, usage_rows, rollups, ledger_rows, extra, orgs, keys, now))
             else:
                 balances, spent = await self._store.transaction(
-                    lambda conn: _write_core(conn, usage_rows, rollups, ledger_rows, extra, org_delta, key_delta, now))
+                    lambda conn: _write_core(conn, usage_rows, rollups, ledger_rows, extra, orgs, keys, now))
             self._directory.apply_settled(balances, spent)
 
 
-Deltas = dict[str, int]
+def _by_period(item: tuple[tuple[str, int | None], int]) -> tuple[str, int]:
+    (ident, period), _ = item
+    return ident, period if period is not None else -1
+
+
+Costs = list[tuple[tuple[str, int | None], int]]  # ((organisation or key, period start), cost)
+# What a commit read back: org -> (balance, spent, period start); key -> (spent, period start).
+Balances = dict[str, tuple[int, int, int | None]]
+Spent = dict[str, tuple[int, int | None]]
+
+# Spend in a period: a later period than the one counted starts the count again; an earlier one
+# (a request admitted before the boundary, settled after it) no longer counts.
+_P = "CAST(:p AS BIGINT)"  # typed, so PostgreSQL knows the parameter when it is null
+_SPENT_CASE = (f"CASE WHEN {_P} IS NULL THEN spent_nanos + :c WHEN period_start IS NULL OR period_start < {_P} THEN :c "
+               f"WHEN period_start = {_P} THEN spent_nanos + :c ELSE spent_nanos END")
+_PERIOD_CASE = (f"CASE WHEN {_P} IS NULL THEN period_start WHEN period_start IS NULL OR period_start < {_P} THEN {_P} "
+                "ELSE period_start END")
+_ORG_UPDATE = (f"UPDATE organizations SET balance_nanos = balance_nanos - :c, spent_nanos = {_SPENT_CASE}, "
+               f"period_start = {_PERIOD_CASE}, updated_at = :now WHERE id = :id "
+               "RETURNING balance_nanos, spent_nanos, period_start")
+_KEY_UPDATE = (f"UPDATE api_keys SET spent_nanos = {_SPENT_CASE}, period_start = {_PERIOD_CASE} WHERE id = :id "
+               "RETURNING spent_nanos, period_start")
 
 
 def _write_core(
     conn: Connection, usage_rows: list[dict[str, Any]], rollups: list[tuple[Any, ...]],
-    ledger_rows: list[dict[str, Any]], extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas,
-    key_delta: Deltas, now: int,
-) -> tuple[Deltas, Deltas]:
+    ledger_rows: list[dict[str, Any]], extra: Mapping[Table, list[dict[str, Any]]], orgs: Costs, keys: Costs, now: int,
+) -> tuple[Balances, Spent]:
     conn.execute(insert(usage_records), usage_rows)
     conn.execute(text(NAMED_UPSERT), [dict(zip(ROLLUP_COLUMNS, row)) for row in rollups])
     if ledger_rows:
         conn.execute(insert(ledger_entries), ledger_rows)
     for table, rows in extra.items():
         conn.execute(insert(table), rows)
-    balances: Deltas = {}
-    spent: Deltas = {}
+    balances: Balances = {}
+    spent: Spent = {}
     feed = []
-    for org_id, delta in org_delta.items():
-        if delta:
-            balances[org_id] = conn.execute(
-                update(organizations).where(organizations.c.id == org_id)
-                .values(balance_nanos=organizations.c.balance_nanos + delta, updated_at=now)
-                .returning(organizations.c.balance_nanos)).scalar_one()
+    for (org_id, period), cost in orgs:
+        if cost:
+            row = conn.execute(text(_ORG_UPDATE), {"c": cost, "p": period, "now": now, "id": org_id}).one()
+            balances[org_id] = (int(row[0]), int(row[1]), row[2])
             feed.append({"entity": "org", "entity_id": org_id, "created_at": now})
-    for key_id, delta in key_delta.items():
-        if delta:
-            spent[key_id] = conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id)
-                .values(spent_nanos=api_keys.c.spent_nanos + delta)
-                .returning(api_keys.c.spent_nanos)).scalar_one()
+    for (key_id, period), cost in keys:
+        if cost:
+            row = conn.execute(text(_KEY_UPDATE), {"c": cost, "p": period, "id": key_id}).one()
+            spent[key_id] = (int(row[0]), row[1])
             feed.append({"entity": "key", "entity_id": key_id, "created_at": now})
     if feed:
         # Other workers follow balances through the change feed.
@@ -224,8 +248,8 @@ def _write_core(
 _USAGE_SQL = f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))})"
 _LEDGER_COLUMNS = ("org_id", "key_id", "kind", "amount_nanos", "request_id", "note", "created_at")
 _LEDGER_SQL = f"INSERT INTO ledger_entries ({', '.join(_LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(_LEDGER_COLUMNS))})"
-_ORG_SQL = "UPDATE organizations SET balance_nanos = balance_nanos + ?, updated_at = ? WHERE id = ? RETURNING balance_nanos"
-_KEY_SQL = "UPDATE api_keys SET spent_nanos = spent_nanos + ? WHERE id = ? RETURNING spent_nanos"
+_ORG_SQL = _ORG_UPDATE
+_KEY_SQL = _KEY_UPDATE
 _CHANGE_SQL = "INSERT INTO changes (entity, entity_id, created_at) VALUES (?, ?, ?)"
 
 
@@ -236,9 +260,8 @@ def _insert_sql(table: Table) -> tuple[str, tuple[str, ...]]:
 
 def _write_sqlite(
     conn: sqlite3.Connection, usage_rows: list[dict[str, Any]], rollups: list[tuple[Any, ...]],
-    ledger_rows: list[dict[str, Any]], extra: Mapping[Table, list[dict[str, Any]]], org_delta: Deltas,
-    key_delta: Deltas, now: int,
-) -> tuple[Deltas, Deltas]:
+    ledger_rows: list[dict[str, Any]], extra: Mapping[Table, list[dict[str, Any]]], orgs: Costs, keys: Costs, now: int,
+) -> tuple[Balances, Spent]:
     cur = conn.cursor()
     try:
         cur.executemany(_USAGE_SQL, [tuple(r[c] for c in _USAGE_COLUMNS) for r in usage_rows])
@@ -248,16 +271,18 @@ def _write_sqlite(
         for table, rows in extra.items():
             sql, columns = _insert_sql(table)
             cur.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
-        balances: Deltas = {}
-        spent: Deltas = {}
+        balances: Balances = {}
+        spent: Spent = {}
         feed = []
-        for org_id, delta in org_delta.items():
-            if delta:
-                balances[org_id] = cur.execute(_ORG_SQL, (delta, now, org_id)).fetchone()[0]
+        for (org_id, period), cost in orgs:
+            if cost:
+                balance, org_spent, start = cur.execute(_ORG_SQL, {"c": cost, "p": period, "now": now, "id": org_id}).fetchone()
+                balances[org_id] = (balance, org_spent, start)
                 feed.append(("org", org_id, now))
-        for key_id, delta in key_delta.items():
-            if delta:
-                spent[key_id] = cur.execute(_KEY_SQL, (delta, key_id)).fetchone()[0]
+        for (key_id, period), cost in keys:
+            if cost:
+                key_spent, start = cur.execute(_KEY_SQL, {"c": cost, "p": period, "id": key_id}).fetchone()
+                spent[key_id] = (key_spent, start)
                 feed.append(("key", key_id, now))
         if feed:
             cur.executemany(_CHANGE_SQL, feed)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.admin import AccountsAdmin, to_nanos
+from switchyard.accounts.periods import Periods
 from switchyard.config import load_settings
 from switchyard.credits.referrals import Referrals, referral_policy
 from switchyard.limits import load_tiers
@@ -67,7 +68,8 @@ def run(action: Callable[[AccountsAdmin], Awaitable[T]]) -> T:
         try:
             return await action(AccountsAdmin(engine, tiers, funds, served=settings.served_models,
                                               referrals=Referrals(referral_policy(settings.referral)),
-                                              price_groups=settings.price_groups))
+                                              price_groups=settings.price_groups,
+                                              periods=Periods(settings.budgets.timezone)))
         finally:
             if funds is not None:
                 await funds.close()
@@ -320,6 +322,8 @@ def keys_create(
     name: Annotated[Optional[str], typer.Option(help="A label for lists.")] = None,
     models: Annotated[Optional[str], typer.Option(help="Allowed models, comma-separated (default: all).")] = None,
     budget_usd: Annotated[Optional[str], typer.Option(help="Most this key may spend, in USD.")] = None,
+    budget_period: Annotated[Optional[str], typer.Option(
+        help="The budget resets daily, weekly or monthly (calendar, in budgets.timezone); default: never.")] = None,
     expires_in_days: Annotated[Optional[int], typer.Option(min=1, help="Expire after this many days.")] = None,
     rpm: Limit = None,
     tpm: Limit = None,
@@ -329,6 +333,7 @@ def keys_create(
     """Create an API key. It is printed once; only its hash is stored."""
     body = {
         "org": org, "name": name, "allowed_models": split_list(models), "budget_usd": budget_usd,
+        "budget_period": budget_period,
         "expires_at": int(time.time()) + expires_in_days * 86400 if expires_in_days else None,
         "rpm_limit": rpm, "tpm_limit": tpm, "max_reserve_tokens": max_reserve_tokens,
     }

@@ -225,6 +225,7 @@ def _key_body(form: Any) -> dict[str, Any]:
     body: dict[str, Any] = {}
     budget = str(form.get("budget_usd") or "").strip()
     body["budget_usd"] = budget or None
+    body["budget_period"] = str(form.get("budget_period") or "") or None
     body["rpm_limit"] = _form_int(form, "rpm_limit")
     body["tpm_limit"] = _form_int(form, "tpm_limit")
     return body

@@ -22,6 +22,7 @@ from switchyard.accounts.funds import Funds
 from switchyard.accounts.keys import digest, ensure_master_key
 from switchyard.credits.codes import CodeBook
 from switchyard.credits.referrals import Referrals, referral_policy
+from switchyard.accounts.periods import Periods
 from switchyard.files.links import FileLinks
 from switchyard.metering.retention import Pruner
 from switchyard.accounts.ledger import LedgerWriter
@@ -122,8 +123,9 @@ def build_app(settings: Settings) -> ASGIApp:
     writer.listeners.append(shared_events.publish if shared_events is not None else events.publish)
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url, client=redis) if settings.redis_url else LocalRateLimiter()
     funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url, client=redis) if settings.redis_url else Funds()
+    periods = Periods(settings.budgets.timezone)
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens,
-                      settings.price_groups)
+                      settings.price_groups, periods)
     cache = make_cache(settings.redis_url, cache_namespace(database_url), client=redis)
     files = FileStore(engine, settings.data_dir, settings.files_max_bytes, settings.files_batch_max_bytes)
     gateway = Gateway(table, billing, Router(), cache, responses=ResponseStore(engine), files=files,
@@ -137,7 +139,7 @@ def build_app(settings: Settings) -> ASGIApp:
         files=files, batches=batches,
         settings=settings, directory=directory, events=events,
         admin=AccountsAdmin(engine, tiers, funds, served=[name for name, _ in table.names()], referrals=referrals,
-                            price_groups=settings.price_groups),
+                            price_groups=settings.price_groups, periods=periods),
         table=table, gateway=gateway,
         console=Console(settings.console, People(engine),
                         Sessions(engine, console_secret(settings.data_dir), settings.console.session_hours),

@@ -28,6 +28,11 @@ organizations = Table(
     Column("referred_by", String(40), nullable=True),  # the organisation whose link it signed up through
     Column("referred_at", BigInteger, nullable=True),
     Column("price_group", String(64), nullable=True),  # per-model prices of a group (config `price_groups`)
+    # A spending cap of its own (beside a prepaid balance), optionally per period, like a key's.
+    Column("budget_nanos", BigInteger, nullable=True),
+    Column("budget_period", String(16), nullable=True),  # daily | weekly | monthly | null (for good)
+    Column("spent_nanos", BigInteger, nullable=False, server_default="0"),  # in the period from period_start
+    Column("period_start", BigInteger, nullable=True),
 )
 
 api_keys = Table(
@@ -50,6 +55,8 @@ api_keys = Table(
     Column("revoked_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("owner_user_id", String(40), nullable=True),  # the console user who created it
+    Column("budget_period", String(16), nullable=True),  # daily | weekly | monthly | null (for good)
+    Column("period_start", BigInteger, nullable=True),  # the period spent_nanos counts (null: all time)
 )
 
 ledger_entries = Table(

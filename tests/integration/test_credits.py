@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Admin, Gateway, start_gateway
+from tests.conftest import Admin, Gateway, known_everywhere, start_gateway
 from tests.console_helpers import PASSWORD, Browserless
 from tests.integration.test_redis_limiter import REDIS_URL
 
@@ -199,11 +199,8 @@ def test_one_code_redeemed_by_fifty_clients_on_two_workers_credits_once(tmp_path
         org = admin.org("race")
         keys = [admin.key(org["id"], name=f"k{i}") for i in range(5)]
         code = make_codes(admin, count=1, value_usd="7.25")["codes"][0]
-        for key in keys:  # both workers know the new keys (each follows the change feed)
-            known = 0
-            while known < 20:
-                seen = httpx.get(f"{gw.base_url}/models", headers={"authorization": f"Bearer {key}"})
-                known = known + 1 if seen.status_code == 200 else 0
+        for key in keys:
+            known_everywhere(gw, key)
 
         async def race() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=gw.base_url, timeout=60,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Admin, StandInUpstream, start_gateway, upstream_config
+from tests.conftest import Admin, StandInUpstream, known_everywhere, start_gateway, upstream_config
 from tests.integration.test_redis_limiter import REDIS_URL
 
 
@@ -21,6 +21,7 @@ def test_a_burst_of_600_requests_gets_no_503(tmp_path: Path, upstream: StandInUp
         org = admin.org("burst", tier="unlimited")
         admin.topup(org["id"], "100")
         key = admin.key(org["id"], budget_usd="50")  # every request holds money in Redis (org and key)
+        known_everywhere(gw, key)
         body = {"model": "gpt-5.2", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}
 
         async def burst() -> list[int]:
