@@ -59,6 +59,22 @@ class ReferralSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Alerts (`alerts:`): how they are sent. Each organisation says where, and what to watch."""
+
+    retry_seconds: float = 5.0  # the first retry of a failed delivery; each next one waits twice as long
+    webhook_timeout_seconds: float = 10.0
+    smtp_host: str = ""  # email is sent only when set
+    smtp_port: int = 25
+    smtp_from: str = "switchyard@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password_env: str = "SWITCHYARD_SMTP_PASSWORD"
+    operator_webhook: str = ""  # the operators' own alerts (a deployment's breaker opening)
+    operator_email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetSettings:
     """Budgets that reset (`budgets:`): the calendar their periods follow."""
 
@@ -172,6 +188,7 @@ class Settings:
     credits: CreditSettings = field(default_factory=CreditSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def master_key_file(self) -> Path:
@@ -469,6 +486,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             credits=_section(file.get("credits"), CreditSettings, "credits"),
             usage=_usage(file.get("usage")),
             budgets=_budgets(file.get("budgets")),
+            alerts=_section(file.get("alerts"), AlertSettings, "alerts"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from switchyard.cli.alerts import alerts
 from switchyard.cli.users import users
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
 from switchyard.cli.batch import batch
@@ -53,6 +54,7 @@ app.command()(cost)
 app.add_typer(routes, name="routes")
 app.add_typer(batch, name="batch")
 app.add_typer(codes, name="codes")
+app.add_typer(alerts, name="alerts")
 
 
 def main() -> None:

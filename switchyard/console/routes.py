@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from switchyard.console import auth_pages, credit_pages, operator_pages, pages
+from switchyard.console import alert_pages, auth_pages, credit_pages, operator_pages, pages
 from switchyard.console.prices import price_rows
 from switchyard.console.web import STATIC, not_found_page, render
 
@@ -37,5 +37,6 @@ def routes() -> list[BaseRoute]:
         *pages.routes(),
         *operator_pages.routes(),
         *credit_pages.routes(),
+        *alert_pages.routes(),
         Mount("/console/static", StaticFiles(directory=STATIC), name="console-static"),
     ]

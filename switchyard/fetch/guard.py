@@ -117,6 +117,19 @@ class GuardedSession:
     async def close(self) -> None:
         await self._session.close()
 
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float = 10.0) -> int:
+        """POST `body` to `url` (a webhook) and return the status; redirects are not followed."""
+        check_url(url, self.policy)
+        try:
+            async with self._session.post(url, data=body, headers=headers, allow_redirects=False,
+                                          timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                await resp.read()
+                return resp.status
+        except aiohttp.ClientConnectorError as exc:
+            raise FetchRefused(f"could not connect: {exc.os_error or exc}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FetchRefused(f"request failed: {type(exc).__name__}") from None
+
     @asynccontextmanager
     async def get(self, url: str, headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET `url`, following redirects by hand; every hop's URL and address are checked."""

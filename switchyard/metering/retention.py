@@ -12,20 +12,20 @@ import time
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from switchyard.background import Background
 from switchyard.store.schema import usage_records
 
 log = logging.getLogger("switchyard.retention")
 IDLE_SECONDS = 300.0  # between sweeps once nothing is left to prune
 
 
-class Pruner:
+class Pruner(Background):
     def __init__(self, engine: AsyncEngine, retention_days: int, batch: int = 1000, pause: float = 0.05) -> None:
         self.engine = engine
         self.retention_ms = retention_days * 86_400_000
         self.batch = batch
         self.pause = pause  # between two batches of one sweep: other writers get the database
         self.pruned = 0
-        self._task: asyncio.Task[None] | None = None
 
     async def prune_once(self, now_ms: int | None = None) -> int:
         """Delete up to one batch of the oldest records past retention; returns how many went."""
@@ -48,17 +48,10 @@ class Pruner:
             log.info("pruned %d request records older than %d days", total, self.retention_ms // 86_400_000)
         return total
 
-    def start(self) -> None:
-        async def run() -> None:
-            while True:
-                try:
-                    await self.sweep()
-                except Exception:  # a busy database this once: the next sweep tries again
-                    log.exception("pruning request records failed")
-                await asyncio.sleep(IDLE_SECONDS)
-
-        self._task = asyncio.get_running_loop().create_task(run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a busy database this once: the next sweep tries again
+                log.exception("pruning request records failed")
+            await asyncio.sleep(IDLE_SECONDS)

@@ -23,6 +23,8 @@ from switchyard.accounts.keys import digest, ensure_master_key
 from switchyard.credits.codes import CodeBook
 from switchyard.credits.referrals import Referrals, referral_policy
 from switchyard.accounts.periods import Periods
+from switchyard.alerts.delivery import Deliverer
+from switchyard.alerts.watch import AlertWatch
 from switchyard.files.links import FileLinks
 from switchyard.metering.retention import Pruner
 from switchyard.accounts.ledger import LedgerWriter
@@ -149,6 +151,18 @@ def build_app(settings: Settings) -> ASGIApp:
         codes=CodeBook(engine, referrals, funds),
     )
 
+    deliverer = Deliverer(engine, settings.alerts, settings.fetch)
+    router = gateway.router
+
+    def breakers() -> list[tuple[str, str, bool]]:
+        out = []
+        for dep in table.deployments():
+            health = router.health_of(dep)
+            out.append((dep.id, dep.public_name, health.consecutive_failures >= health.failure_threshold))
+        return out
+
+    watch = AlertWatch(engine, directory, periods, settings.alerts, deliverer, breakers)
+    writer.listeners.append(watch.on_settled)
     retention = settings.usage
     pruner = Pruner(engine, retention.retention_days, retention.prune_batch) if retention.retention_days else None
 
@@ -162,6 +176,8 @@ def build_app(settings: Settings) -> ASGIApp:
             shared_events.start()
         if pruner is not None:
             pruner.start()
+        watch.start()
+        deliverer.start()
         batches.start()  # last: batch lines need everything above
         # What start-up built lives as long as the worker: keep it out of every later full
         # garbage collection, which would otherwise walk it each time (a pause per big request).
@@ -172,6 +188,8 @@ def build_app(settings: Settings) -> ASGIApp:
             await batches.stop()  # first: lines in flight still settle through the ledger writer
             if pruner is not None:
                 await pruner.close()
+            await watch.close()
+            await deliverer.close()
             await writer.close()
             if shared_events is not None:
                 await shared_events.close()

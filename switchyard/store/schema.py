@@ -314,3 +314,46 @@ usage_rollups = Table(
     Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
     Index("ix_rollups_org", "org_id", "span", "bucket"),
 )
+
+# Alerts: what each organisation watches and where it is told; the crossings fired (one row
+# each, shared by every worker, gone when the condition is); the outbox and log of deliveries.
+alert_settings = Table(
+    "alert_settings",
+    metadata,
+    Column("org_id", String(40), primary_key=True),
+    Column("webhook_url", String(500), nullable=True),
+    Column("webhook_secret", String(100), nullable=True),
+    Column("email", String(320), nullable=True),
+    Column("balance_below_nanos", BigInteger, nullable=True),
+    Column("budget_percents", String(64), nullable=True),  # "80,100"
+    Column("key_hourly_nanos", BigInteger, nullable=True),  # a key's spend in one hour past this is a spike
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("org_id", String(40), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("subject", String(200), primary_key=True),
+    Column("fired_at", BigInteger, nullable=False),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("org_id", String(40), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("channel", String(16), nullable=False),  # webhook | email
+    Column("target", String(500), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sending | retry | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_alert_deliveries_org", "org_id", "id"),
+)

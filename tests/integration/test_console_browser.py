@@ -179,6 +179,13 @@ def test_from_setup_link_to_a_live_request(browser: Browser, gw: Gateway) -> Non
     expect(page.locator(".notice")).to_contain_text("5 USD added from 'Launch week'")
     expect(page.locator("#referral-link")).to_contain_text("/console/signup?ref=")
     shoot(page, "credits")
+    page.click("nav >> text=Alerts")
+    page.fill("input[name=webhook_url]", "https://hooks.example.com/switchyard")
+    page.fill("input[name=balance_below_usd]", "5")
+    page.click("button:has-text('Save')")
+    expect(page.locator("#webhook-secret")).to_contain_text("whsec_")
+    expect(page.locator("input[name=webhook_url]")).to_have_value("https://hooks.example.com/switchyard")
+    shoot(page, "alerts")
 
     # The playground answers from the local model and shows what the reply cost.
     page.click("nav >> text=Playground")

@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute, Route
 from switchyard.console.routes import routes as console_routes
 
 from switchyard.server.routes import (
-    admin, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations, requests,
+    admin, alerts, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations, requests,
     responses, statements, usage,
 )
 from switchyard.server.routes import files as files_routes
@@ -34,5 +34,6 @@ def routes() -> list[BaseRoute]:
         *admin.routes(),
         *credits.routes(),
         *statements.routes(),
+        *alerts.routes(),
         *console_routes(),
     ]
