@@ -269,11 +269,19 @@ class AccountsAdmin:
         except IntegrityError:
             raise GatewayError(409, f"An organization named '{values['name']}' already exists.", param="name", code="conflict") from None
         after = await self.get_org(org_id)
-        if after["prepaid"] != before["prepaid"] or (before["budget_usd"], before["budget_period"]) != (
-                after["budget_usd"], after["budget_period"]):
-            await self.funds.forget(org_id=org_id)
-        elif "overdraft_nanos" in values:
-            await self.funds.credit_org(org_id, values["overdraft_nanos"] - to_nanos(before["overdraft_usd"], "overdraft_usd"))
+        same_budget_kind = (before["budget_usd"] is None) == (after["budget_usd"] is None) and (
+            before["budget_period"] == after["budget_period"])
+        if after["prepaid"] != before["prepaid"] or not same_budget_kind:
+            for period in {self.periods.start(before["budget_period"]), self.periods.start(after["budget_period"])}:
+                await self.funds.forget(org_id=org_id, period=period)
+        else:
+            if after["budget_usd"] is not None and after["budget_usd"] != before["budget_usd"]:
+                await self.funds.credit_org_budget(
+                    org_id, to_nanos(after["budget_usd"], "budget_usd") - to_nanos(before["budget_usd"], "budget_usd"),
+                    self.periods.start(after["budget_period"]))
+            if "overdraft_nanos" in values:
+                await self.funds.credit_org(
+                    org_id, values["overdraft_nanos"] - to_nanos(before["overdraft_usd"], "overdraft_usd"))
         return after
 
     async def move_money(self, ref: str, amount_nanos: int, kind: str, note: str | None = None) -> dict[str, Any]:
@@ -445,7 +453,8 @@ class AccountsAdmin:
         if "allowed_models" in body:
             self._warn_unserved(after)
         if (before["budget_usd"] is None) != (after["budget_usd"] is None) or before["budget_period"] != after["budget_period"]:
-            await self.funds.forget(key_id=key_id)
+            for period in {self.periods.start(before["budget_period"]), self.periods.start(after["budget_period"])}:
+                await self.funds.forget(key_id=key_id, period=period)
         elif after["budget_usd"] is not None:
             def room(k: dict[str, Any]) -> int:
                 return to_nanos(k["budget_usd"], "budget_usd") + to_nanos(k["overdraft_usd"], "overdraft_usd")

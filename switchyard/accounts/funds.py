@@ -108,7 +108,7 @@ class Funds:
     async def credit_org_budget(self, org_id: str, delta_nanos: int, period: int | None = None) -> None:
         return None
 
-    async def forget(self, org_id: str | None = None, key_id: str | None = None) -> None:
+    async def forget(self, org_id: str | None = None, key_id: str | None = None, period: int | None = None) -> None:
         return None
 
     async def reset(self) -> None:

@@ -138,9 +138,13 @@ class SharedFunds:
         if delta_nanos:
             await self._credit(keys=[self._org_budget(org_id, period)], args=[delta_nanos])
 
-    async def forget(self, org_id: str | None = None, key_id: str | None = None) -> None:
-        """Drop a counter so it is rebuilt from the database (after a prepaid/postpaid switch)."""
-        names = ([self._org(org_id), self._org_budget(org_id)] if org_id else []) + ([self._key(key_id)] if key_id else [])
+    async def forget(self, org_id: str | None = None, key_id: str | None = None, period: int | None = None) -> None:
+        """Drop counters so they are rebuilt from the database (after a prepaid/postpaid switch, a
+        budget added, removed or given another period); `period`: the current one's too."""
+        names = [self._org(org_id), self._org_budget(org_id)] if org_id else []
+        names += [self._key(key_id)] if key_id else []
+        if period is not None:
+            names += ([self._org_budget(org_id, period)] if org_id else []) + ([self._key(key_id, period)] if key_id else [])
         if names:
             await self._redis.delete(*names)
 

@@ -60,8 +60,9 @@ class Referrals:
         policy = self.policy
         if policy.percent <= 0 or amount_nanos <= 0:
             return None
+        # Locked (PostgreSQL), so two top-ups settling at once cannot both fit under the cap.
         org = (await conn.execute(select(organizations.c.referred_by, organizations.c.referred_at)
-                                  .where(organizations.c.id == referee_id))).first()
+                                  .where(organizations.c.id == referee_id).with_for_update())).first()
         if org is None or org.referred_by is None:
             return None
         if policy.months and now_ms() >= add_months(org.referred_at, policy.months):

@@ -107,9 +107,11 @@ async def _relayed(gw: Gateway, ticket: Ticket, events: AsyncIterator[list[SSEEv
                 name, data = ev.event or "message", ev.data
                 if name == "message_start":
                     start = orjson.loads(data)
-                    usage.update((start.get("message") or {}).get("usage") or {})
-                    start["message"]["model"] = model
-                    data = orjson.dumps(start)
+                    message = start.get("message") if isinstance(start, dict) else None
+                    if isinstance(message, dict):
+                        usage.update(message.get("usage") or {})
+                        message["model"] = model
+                        data = orjson.dumps(start)
                 elif name == "message_delta":
                     usage.update({k: v for k, v in (orjson.loads(data).get("usage") or {}).items() if v is not None})
                 elif name == "content_block_delta":

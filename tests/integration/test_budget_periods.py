@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 from tests.conftest import Admin, known_everywhere, start_gateway, upstream_config
 from tests.integration.test_redis_limiter import REDIS_URL
@@ -100,9 +101,13 @@ def test_a_monthly_budget_resets_at_the_boundary_on_every_worker(tmp_path: Path,
         gw.stop()
 
 
-def test_an_organisation_budget_caps_every_key_and_shows_its_period_spend(tmp_path: Path,
-                                                                         upstream: StandInUpstream) -> None:
-    gw = start_gateway(tmp_path, config=upstream_config(upstream), env={"STANDIN_KEY": "x"})
+@pytest.mark.parametrize("holds", ["memory", "redis"])
+def test_an_organisation_budget_caps_every_key_and_shows_its_period_spend(tmp_path: Path, upstream: StandInUpstream,
+                                                                         holds: str) -> None:
+    config = upstream_config(upstream)
+    if holds == "redis":
+        config["redis"] = {"url": REDIS_URL}
+    gw = start_gateway(tmp_path, config=config, env={"STANDIN_KEY": "x"})
     try:
         admin = Admin(gw)
         org = admin.org("capped", tier="unlimited", budget_usd="0.0008", budget_period="daily")
@@ -121,6 +126,9 @@ def test_an_organisation_budget_caps_every_key_and_shows_its_period_spend(tmp_pa
         assert 200 in statuses and statuses[-1] == 429 and spent <= 800_000
         shown = admin.call("GET", f"/organizations/{org['id']}")
         assert (shown["budget_usd"], shown["budget_period"], shown["period_spent_nanos"]) == ("0.0008", "daily", spent)
+        # A raised budget has room at once (the shared counter is credited, not rebuilt).
+        admin.call("PATCH", f"/organizations/{org['id']}", json={"budget_usd": "0.002", "overdraft_usd": "1"})
+        assert chat(gw.base_url, keys[1]).status_code == 200
         admin.call("PATCH", f"/organizations/{org['id']}", json={"budget_usd": None})
         assert chat(gw.base_url, keys[0]).status_code == 200  # no cap: the balance alone limits it
         bad = admin.http.patch(f"/organizations/{org['id']}", json={"budget_period": "hourly"})
