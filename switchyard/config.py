@@ -189,6 +189,7 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    metrics_token: str | None = None  # GET /metrics wants it as a Bearer token (else the admin key)
 
     @property
     def master_key_file(self) -> Path:
@@ -487,6 +488,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             usage=_usage(file.get("usage")),
             budgets=_budgets(file.get("budgets")),
             alerts=_section(file.get("alerts"), AlertSettings, "alerts"),
+            metrics_token=env.get("SWITCHYARD_METRICS_TOKEN") or (file.get("metrics") or {}).get("token"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

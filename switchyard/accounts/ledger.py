@@ -97,7 +97,8 @@ class LedgerWriter:
         self._pending: list[tuple[Settlement, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.listeners: list[Any] = []  # called with each committed batch (usage events)
+        self.listeners: list[Any] = []  # called with each committed batch (usage events, metrics, alerts)
+        self.on_commit: Any = None  # called with (group size, perf_counter at start) after each commit
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -137,6 +138,7 @@ class LedgerWriter:
                 await self._commit_group(batch)
 
     async def _commit_group(self, batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+        started = time.perf_counter()
         try:
             await self._commit([s for s, _ in batch])
         except Exception as exc:
@@ -154,6 +156,8 @@ class LedgerWriter:
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), started)
         for listener in self.listeners:
             try:
                 listener(batch)

@@ -39,6 +39,8 @@ def serve(
     """Start the gateway. With no config it serves the embedded local model."""
     import uvicorn
 
+    from switchyard.observability.metrics import prepare_directory
+
     # Flags become environment variables so every worker process reads the same settings.
     for env_name, value in (
         ("SWITCHYARD_HOST", host),
@@ -65,6 +67,8 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    # Every worker writes its metrics under one fresh directory; /metrics sums them.
+    prepare_directory(settings.data_dir / "metrics")
     # Migrate once, here, before any worker starts: workers never race on the schema.
     asyncio.run(prepare_store(settings))
     try:

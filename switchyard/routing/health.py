@@ -22,6 +22,11 @@ class DeploymentHealth:
     probing: bool = False
     clock: object = field(default=time.monotonic, repr=False)
 
+    @property
+    def breaker_open(self) -> bool:
+        """Open or half-open: the last `failure_threshold` attempts all failed."""
+        return self.consecutive_failures >= self.failure_threshold
+
     def allows(self) -> bool:
         """Closed, or open with its cool-down over and no probe in flight (half-open)."""
         if self.consecutive_failures < self.failure_threshold:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import gc
 import logging
@@ -26,6 +27,7 @@ from switchyard.accounts.periods import Periods
 from switchyard.alerts.delivery import Deliverer
 from switchyard.alerts.watch import AlertWatch
 from switchyard.files.links import FileLinks
+from switchyard.observability.metrics import GaugeSampler, Metrics, prepare_directory
 from switchyard.metering.retention import Pruner
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
@@ -148,21 +150,25 @@ def build_app(settings: Settings) -> ASGIApp:
                         AttemptWindow(limit=30, seconds=300)),
         # Signed with the admin key's digest: every replica that shares the key honours the links.
         links=FileLinks(master_digest.encode()),
-        codes=CodeBook(engine, referrals, funds),
+        codes=CodeBook(engine, referrals, funds), redis=redis,
     )
 
     deliverer = Deliverer(engine, settings.alerts, settings.fetch)
     router = gateway.router
 
     def breakers() -> list[tuple[str, str, bool]]:
-        out = []
-        for dep in table.deployments():
-            health = router.health_of(dep)
-            out.append((dep.id, dep.public_name, health.consecutive_failures >= health.failure_threshold))
-        return out
+        """(deployment, model, breaker open?) as this worker's router sees them."""
+        return [(dep.id, dep.public_name, router.health_of(dep).breaker_open) for dep in table.deployments()]
 
     watch = AlertWatch(engine, directory, periods, settings.alerts, deliverer, breakers)
     writer.listeners.append(watch.on_settled)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # `serve` sets it for its workers; a bare app, here
+        prepare_directory()
+    metrics = Metrics()
+    writer.listeners.append(metrics.on_settled)
+    writer.on_commit = metrics.timed_commit
+    gauges = GaugeSampler(metrics, lambda: [(dep.id, router.health_of(dep).in_flight, router.health_of(dep).breaker_open)
+                                            for dep in table.deployments()])
     retention = settings.usage
     pruner = Pruner(engine, retention.retention_days, retention.prune_batch) if retention.retention_days else None
 
@@ -178,6 +184,7 @@ def build_app(settings: Settings) -> ASGIApp:
             pruner.start()
         watch.start()
         deliverer.start()
+        gauges.start()
         batches.start()  # last: batch lines need everything above
         # What start-up built lives as long as the worker: keep it out of every later full
         # garbage collection, which would otherwise walk it each time (a pause per big request).
@@ -190,6 +197,7 @@ def build_app(settings: Settings) -> ASGIApp:
                 await pruner.close()
             await watch.close()
             await deliverer.close()
+            await gauges.close()
             await writer.close()
             if shared_events is not None:
                 await shared_events.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from switchyard.accounts.admin import AccountsAdmin
 from switchyard.accounts.directory import Directory
@@ -30,3 +31,4 @@ class AppState:
     console: Console
     links: FileLinks  # signed links to generated images
     codes: CodeBook  # redemption codes
+    redis: Any = None  # the worker's Redis client, when configured (readiness pings it)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import sqlite3
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -120,6 +123,14 @@ class Store:
         for conn in self._conns.values():
             conn.close()
         await self.engine.dispose()
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision, as the migration scripts say."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
 
 
 async def migrate(engine: AsyncEngine) -> None:

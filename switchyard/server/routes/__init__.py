@@ -31,6 +31,8 @@ def routes() -> list[BaseRoute]:
         *files_routes.routes(),
         *batches.routes(),
         Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
         *admin.routes(),
         *credits.routes(),
         *statements.routes(),

@@ -1,0 +1,1 @@
+"""What an operator sees inside a running gateway: Prometheus metrics (and, later, traces)."""

@@ -1,0 +1,116 @@
+"""Prometheus metrics, shared by every worker of a gateway (prometheus-client's multiprocess
+mode: each worker writes its own files under one directory, `/metrics` sums them).
+
+Requests are counted from the ledger writer's committed groups, not on the request path: a
+request is in the metrics once its record is durable, with the same model, deployment, status,
+tokens and cost as its bill. `serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh directory
+before the workers start; the metric objects below must be made after that (first import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from switchyard.background import Background
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_GROUP = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+
+
+def prepare_directory(directory: Path | None = None) -> Path:
+    """The directory this run's workers write their metric files to, emptied (old workers' files
+    would add up forever): `directory`, or a new temporary one."""
+    target = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sy-metrics-"))
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.db"):
+        old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(target)
+    return target
+
+
+class Metrics:
+    """The gateway's metrics. Made once per worker process."""
+
+    def __init__(self) -> None:
+        self.requests = Counter("switchyard_requests_total", "Requests, by how they ended.",
+                                ["model", "deployment", "endpoint", "status", "stream"])
+        self.latency = Histogram("switchyard_request_duration_seconds", "From arrival to the bill.",
+                                 ["model", "endpoint"], buckets=_LATENCY)
+        self.ttfb = Histogram("switchyard_time_to_first_byte_seconds", "Until the upstream's first byte or chunk.",
+                              ["model", "deployment"], buckets=_LATENCY)
+        self.tokens = Counter("switchyard_tokens_total", "Tokens billed.", ["model", "kind"])
+        self.cost = Counter("switchyard_cost_usd_total", "What requests were billed, in USD.", ["model"])
+        self.refusals = Counter("switchyard_refusals_total", "Requests refused before any upstream.", ["code"])
+        self.upstream_errors = Counter("switchyard_upstream_failures_total",
+                                       "Requests no upstream answered, by error code.", ["code"])
+        self.fallbacks = Counter("switchyard_extra_attempts_total",
+                                 "Attempts beyond the first (retries and fallbacks).", ["model"])
+        self.commit_seconds = Histogram("switchyard_ledger_commit_seconds", "One group commit of bills.",
+                                        buckets=_LATENCY)
+        self.commit_group = Histogram("switchyard_ledger_group_size", "Bills per group commit.", buckets=_GROUP)
+        self.in_flight = Gauge("switchyard_in_flight_requests", "Requests an upstream is answering now.",
+                               ["deployment"], multiprocess_mode="livesum")
+        self.breaker_open = Gauge("switchyard_breaker_open", "1 while a deployment's circuit breaker is open.",
+                                  ["deployment"], multiprocess_mode="max")
+
+    def on_settled(self, batch: Iterable[tuple[Any, Any]]) -> None:
+        """The ledger writer's listener: one committed group of records."""
+        for s, _ in batch:
+            stream = "true" if s.stream else "false"
+            self.requests.labels(s.model, s.deployment, s.endpoint, s.status, stream).inc()
+            self.latency.labels(s.model, s.endpoint).observe(s.latency_ms / 1000)
+            if s.status == "refused":
+                self.refusals.labels(s.error_code or "unknown").inc()
+                continue
+            if s.status == "failed":
+                self.upstream_errors.labels(s.error_code or "unknown").inc()
+                continue
+            if s.ttfb_ms is not None:
+                self.ttfb.labels(s.model, s.deployment).observe(s.ttfb_ms / 1000)
+            if s.attempts and s.attempts > 1:
+                self.fallbacks.labels(s.model).inc(s.attempts - 1)
+            for kind, n in (("input", s.input_tokens - s.cached_tokens), ("cached", s.cached_tokens),
+                            ("output", s.output_tokens), ("reasoning", s.reasoning_tokens)):
+                if n:
+                    self.tokens.labels(s.model, kind).inc(n)
+            if s.cost_nanos:
+                self.cost.labels(s.model).inc(s.cost_nanos / 1e9)
+
+    def timed_commit(self, size: int, started: float) -> None:
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self.commit_group.observe(size)
+
+
+
+class GaugeSampler(Background):
+    """Each worker sets its gauges every second (in-flight requests and breakers are per worker;
+    a scrape reaches one worker, so the others must have written theirs already)."""
+
+    def __init__(self, metrics: Metrics, deployments: Callable[[], Iterable[tuple[str, int, bool]]]) -> None:
+        self.metrics, self.deployments = metrics, deployments
+
+    def sample(self) -> None:
+        for dep_id, in_flight, is_open in self.deployments():
+            self.metrics.in_flight.labels(dep_id).set(in_flight)
+            self.metrics.breaker_open.labels(dep_id).set(1 if is_open else 0)
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(1.0)
+
+
+def exposition() -> bytes:
+    """Every worker's metrics, summed, in Prometheus' text format."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
