@@ -16,6 +16,7 @@ from switchyard.cli.cost import cost
 from switchyard.cli.models import models
 from switchyard.cli.routes import routes
 from switchyard.cli.serve import serve
+from switchyard.cli.statement import statement
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -51,6 +52,7 @@ app.command()(topup)
 app.command()(balance)
 app.command()(usage)
 app.command()(cost)
+app.command()(statement)
 app.add_typer(routes, name="routes")
 app.add_typer(batch, name="batch")
 app.add_typer(codes, name="codes")

@@ -230,10 +230,17 @@ def orgs_update(
     overdraft_usd: Annotated[Optional[str], typer.Option(help="Allowed overdraft in USD.")] = None,
     max_reserve_tokens: Annotated[Optional[str], typer.Option(
         help="Output tokens reserved for requests without max_tokens, or 'none' for the model's max.")] = None,
+    price_group: Annotated[Optional[str], typer.Option(help="A price group of the config, or 'none'.")] = None,
+    budget_usd: Annotated[Optional[str], typer.Option(help="A spending cap of its own in USD, or 'none'.")] = None,
+    budget_period: Annotated[Optional[str], typer.Option(
+        help="The cap resets daily, weekly or monthly, or 'none' (never).")] = None,
     as_json: Json = False,
 ) -> None:
-    """Change an organisation's tier, price multiplier, limits or billing mode."""
+    """Change an organisation's tier, price multiplier, limits, billing mode, price group or budget."""
     body: dict[str, Any] = {}
+    for field, value in (("price_group", price_group), ("budget_usd", budget_usd), ("budget_period", budget_period)):
+        if value is not None:
+            body[field] = None if value.lower() == "none" else value
     if max_reserve_tokens is not None:
         body["max_reserve_tokens"] = parse_limit(max_reserve_tokens, "--max-reserve-tokens")
     for field, value in (("tier", tier), ("price_multiplier", price_multiplier), ("prepaid", prepaid),

@@ -39,7 +39,7 @@ def serve(
     """Start the gateway. With no config it serves the embedded local model."""
     import uvicorn
 
-    from switchyard.observability.metrics import prepare_directory
+    from switchyard.observability.directory import prepare_directory
 
     # Flags become environment variables so every worker process reads the same settings.
     for env_name, value in (

@@ -4,17 +4,14 @@ mode: each worker writes its own files under one directory, `/metrics` sums them
 Requests are counted from the ledger writer's committed groups, not on the request path: a
 request is in the metrics once its record is durable, with the same model, deployment, status,
 tokens and cost as its bill. `serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh directory
-before the workers start; the metric objects below must be made after that (first import).
+before the workers start (observability/directory.py), and this module is imported only after.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -24,23 +21,14 @@ from switchyard.background import Background
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _GROUP = (1, 2, 5, 10, 20, 50, 100, 200, 500)
-
-
-def prepare_directory(directory: Path | None = None) -> Path:
-    """The directory this run's workers write their metric files to, emptied (old workers' files
-    would add up forever): `directory`, or a new temporary one."""
-    target = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sy-metrics-"))
-    target.mkdir(parents=True, exist_ok=True)
-    for old in target.glob("*.db"):
-        old.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(target)
-    return target
+TOKEN_KINDS = ("input", "cached", "output", "reasoning")
 
 
 class Metrics:
     """The gateway's metrics. Made once per worker process."""
 
     def __init__(self) -> None:
+        self._served: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.requests = Counter("switchyard_requests_total", "Requests, by how they ended.",
                                 ["model", "deployment", "endpoint", "status", "stream"])
         self.latency = Histogram("switchyard_request_duration_seconds", "From arrival to the bill.",
@@ -65,9 +53,12 @@ class Metrics:
     def on_settled(self, batch: Iterable[tuple[Any, Any]]) -> None:
         """The ledger writer's listener: one committed group of records."""
         for s, _ in batch:
-            stream = "true" if s.stream else "false"
-            self.requests.labels(s.model, s.deployment, s.endpoint, s.status, stream).inc()
-            self.latency.labels(s.model, s.endpoint).observe(s.latency_ms / 1000)
+            served = self._served.get((s.model, s.deployment, s.endpoint, s.status, s.stream))
+            if served is None:
+                served = self._children(s)
+            requests, latency, ttfb, extra, tokens, cost = served
+            requests.inc()
+            latency.observe(s.latency_ms / 1000)
             if s.status == "refused":
                 self.refusals.labels(s.error_code or "unknown").inc()
                 continue
@@ -75,15 +66,27 @@ class Metrics:
                 self.upstream_errors.labels(s.error_code or "unknown").inc()
                 continue
             if s.ttfb_ms is not None:
-                self.ttfb.labels(s.model, s.deployment).observe(s.ttfb_ms / 1000)
+                ttfb.observe(s.ttfb_ms / 1000)
             if s.attempts and s.attempts > 1:
-                self.fallbacks.labels(s.model).inc(s.attempts - 1)
-            for kind, n in (("input", s.input_tokens - s.cached_tokens), ("cached", s.cached_tokens),
-                            ("output", s.output_tokens), ("reasoning", s.reasoning_tokens)):
+                extra.inc(s.attempts - 1)
+            for child, n in zip(tokens, (s.input_tokens - s.cached_tokens, s.cached_tokens, s.output_tokens,
+                                         s.reasoning_tokens)):
                 if n:
-                    self.tokens.labels(s.model, kind).inc(n)
+                    child.inc(n)
             if s.cost_nanos:
-                self.cost.labels(s.model).inc(s.cost_nanos / 1e9)
+                cost.inc(s.cost_nanos / 1e9)
+
+    def _children(self, s: Any) -> tuple[Any, ...]:
+        """The labelled series one kind of request touches, looked up once (labels() costs per call)."""
+        found = (
+            self.requests.labels(s.model, s.deployment, s.endpoint, s.status, "true" if s.stream else "false"),
+            self.latency.labels(s.model, s.endpoint), self.ttfb.labels(s.model, s.deployment),
+            self.fallbacks.labels(s.model), tuple(self.tokens.labels(s.model, k) for k in TOKEN_KINDS),
+            self.cost.labels(s.model),
+        )
+        if len(self._served) < 10_000:  # bounded: model names come from clients (refused ones too)
+            self._served[(s.model, s.deployment, s.endpoint, s.status, s.stream)] = found
+        return found
 
     def timed_commit(self, size: int, started: float) -> None:
         self.commit_seconds.observe(time.perf_counter() - started)

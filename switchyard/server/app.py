@@ -27,7 +27,7 @@ from switchyard.accounts.periods import Periods
 from switchyard.alerts.delivery import Deliverer
 from switchyard.alerts.watch import AlertWatch
 from switchyard.files.links import FileLinks
-from switchyard.observability.metrics import GaugeSampler, Metrics, prepare_directory
+from switchyard.observability.directory import ENV as METRICS_DIR, prepare_directory
 from switchyard.metering.retention import Pruner
 from switchyard.accounts.ledger import LedgerWriter
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
@@ -162,8 +162,11 @@ def build_app(settings: Settings) -> ASGIApp:
 
     watch = AlertWatch(engine, directory, periods, settings.alerts, deliverer, breakers)
     writer.listeners.append(watch.on_settled)
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # `serve` sets it for its workers; a bare app, here
+    if not os.environ.get(METRICS_DIR):  # `serve` sets it for its workers; a bare app, here
         prepare_directory()
+    # Imported only now: prometheus-client picks multiprocess mode at import, from the directory.
+    from switchyard.observability.metrics import GaugeSampler, Metrics
+
     metrics = Metrics()
     writer.listeners.append(metrics.on_settled)
     writer.on_commit = metrics.timed_commit

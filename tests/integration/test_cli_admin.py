@@ -159,3 +159,11 @@ def test_codes_made_on_the_command_line_are_redeemed_once(tmp_path: Path) -> Non
         gw.stop()
     assert ok_json(data, "codes", "list", "--json")[0]["redeemed"] == 1
     assert ok_json(data, "balance", org["id"], "--json")["balance_nanos"] == 4_500_000_000
+    month = time.strftime("%Y-%m", time.gmtime())
+    statement = ok_json(data, "statement", org["id"], month, "--json")
+    assert statement["adds_up"] is True and [m["kind"] for m in statement["movements"]] == ["redemption"]
+    assert "closing balance" in ok(data, "statement", org["id"], month, "--csv")
+    updated = ok_json(data, "orgs", "update", org["id"], "--budget-usd", "3", "--budget-period", "weekly", "--json")
+    assert (updated["budget_usd"], updated["budget_period"]) == ("3", "weekly")
+    bad = cli(data, "orgs", "update", org["id"], "--budget-period", "hourly")
+    assert bad.returncode == 1 and "budget_period" in bad.stderr

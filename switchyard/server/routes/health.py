@@ -10,7 +10,6 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.observability.metrics import CONTENT_TYPE, exposition
 from switchyard.server.auth import caller
 from switchyard.server.responses import JSONResponse
 from switchyard.server.state import AppState
@@ -53,4 +52,6 @@ async def metrics(request: Request) -> Response:
             raise invalid_api_key("GET /metrics needs the metrics token (metrics.token) as a Bearer token.")
     elif not caller(request).is_admin:
         raise permission_denied("GET /metrics needs the admin key (or set metrics.token).")
+    from switchyard.observability.metrics import CONTENT_TYPE, exposition  # after the app set its directory
+
     return Response(exposition(), media_type=CONTENT_TYPE)
