@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.script import ScriptDirectory
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import text, Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -133,8 +133,14 @@ def head_revision() -> str:
     return str(ScriptDirectory.from_config(cfg).get_current_head())
 
 
+# Replicas starting at once on one PostgreSQL database migrate one after another: the first
+# takes this transaction-scoped advisory lock and migrates, the others wait and find nothing to do.
+MIGRATION_LOCK = 0x5357_594D  # "SWYM"
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent, and safe when several processes do it
+    at the same moment: SQLite serialises writers, PostgreSQL takes an advisory lock)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
 
@@ -143,4 +149,6 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(cfg, "head")
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
         await conn.run_sync(upgrade)

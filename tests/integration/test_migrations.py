@@ -32,3 +32,27 @@ def _diff(url: str) -> list[Any]:
 def test_migrated_schema_matches_the_tables_in_code(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     assert _diff(url) == []
+
+
+def test_replicas_starting_at_once_migrate_once(pg_url: str) -> None:
+    """Four replicas migrate one fresh PostgreSQL database at the same moment (four engines, four
+    connections, started together): every one succeeds and the schema ends at the newest revision."""
+    from sqlalchemy import text
+
+    from switchyard.store.database import head_revision
+
+    async def run() -> tuple[list[Any], str]:
+        engines = [make_engine(pg_url) for _ in range(4)]
+        try:
+            # Without the lock they wait on each other's DDL for good: a bounded wait fails instead.
+            outcomes = await asyncio.wait_for(asyncio.gather(*(migrate(e) for e in engines), return_exceptions=True), 60)
+            async with engines[0].connect() as conn:
+                version = str((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar())
+            return list(outcomes), version
+        finally:
+            for e in engines:
+                await e.dispose()
+
+    outcomes, version = asyncio.run(run())
+    assert outcomes == [None] * 4, outcomes
+    assert version == head_revision()
