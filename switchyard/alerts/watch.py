@@ -34,6 +34,7 @@ from switchyard.store.schema import alert_deliveries, alert_settings, alert_stat
 log = logging.getLogger("switchyard.alerts")
 KINDS = ("balance_below", "org_budget", "key_budget", "key_spend_spike", "breaker_open")
 SWEEP_SECONDS = 2.0
+BATCH_SECONDS = 0.5  # bills are looked at in groups this far apart: under load, not once per commit
 
 
 class AlertWatch(Background):
@@ -50,6 +51,7 @@ class AlertWatch(Background):
         self._touched_keys: set[str] = set()
         self._wake = asyncio.Event()
         self._rules: dict[str, Any] = {}
+        self._fired: set[tuple[str, str, str]] = set()
         self.fired = 0
 
     # Called by the ledger writer with each committed group (synchronously: only notes who).
@@ -66,6 +68,7 @@ class AlertWatch(Background):
                 await asyncio.wait_for(self._wake.wait(), timeout=SWEEP_SECONDS)
             except TimeoutError:
                 pass
+            await asyncio.sleep(BATCH_SECONDS)  # let a busy worker's commits gather into one check
             self._wake.clear()
             try:
                 await self._load_rules()
@@ -82,8 +85,10 @@ class AlertWatch(Background):
                 log.exception("checking alerts failed")
 
     async def _load_rules(self) -> None:
+        """The settings, and the alerts fired and not yet cleared (so a clear writes only when one is)."""
         async with self.engine.connect() as conn:
             self._rules = {r.org_id: r for r in (await conn.execute(select(alert_settings))).all()}
+            self._fired = {(r.org_id, r.kind, r.subject) for r in (await conn.execute(select(alert_states))).all()}
 
     # ---- conditions ----------------------------------------------------------------------
 
@@ -177,11 +182,15 @@ class AlertWatch(Background):
         except IntegrityError:
             return False  # fired already, by this worker or another, and not cleared since
         self.fired += 1
+        self._fired.add((org_id, kind, subject[:200]))
         log.info("alert %s for %s (%s): %d deliveries", kind, org_id, subject, len(targets))
         self.deliverer.wake()
         return True
 
     async def clear(self, org_id: str, kind: str, subject: str) -> None:
+        if (org_id, kind, subject[:200]) not in self._fired:
+            return  # nothing fired: no write
+        self._fired.discard((org_id, kind, subject[:200]))
         s = alert_states.c
         async with self.engine.begin() as conn:
             await conn.execute(delete(alert_states).where(and_(s.org_id == org_id, s.kind == kind,
