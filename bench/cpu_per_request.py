@@ -7,6 +7,10 @@ CPU time (user + system, from /proc) by the requests it answered.
 
     python bench/cpu_per_request.py --duration 10 --rounds 3
     python bench/cpu_per_request.py --switchyard-bin /other/checkout/.venv/bin/switchyard
+    python bench/cpu_per_request.py --tracing        # spans exported to a local OTLP sink
+    python bench/cpu_per_request.py --no-metrics     # metrics.enabled: false
+    python bench/cpu_per_request.py --json-logs      # one JSON line per request (log level info)
+    python bench/cpu_per_request.py --redis redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -52,11 +58,30 @@ def wait_http(url: str, timeout: float = 120) -> None:
     sys.exit(f"{url} did not answer")
 
 
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing (what a collector costs
+    the gateway is the export, not the collector)."""
+
+    def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--switchyard-bin", default=str(ROOT / ".venv" / "bin" / "switchyard"))
+    ap.add_argument("--tracing", action="store_true", help="export spans to a local OTLP/HTTP sink")
+    ap.add_argument("--no-metrics", action="store_true", help="metrics.enabled: false")
+    ap.add_argument("--json-logs", action="store_true", help="SWITCHYARD_LOG_FORMAT=json at log level info")
+    ap.add_argument("--redis", help="SWITCHYARD_REDIS_URL: limits and holds in Redis")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -69,10 +94,19 @@ def main() -> None:
         "models": {"gpt-5.2": {"deployments": [{
             "provider": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1", "model": "gpt-5.2"}]}},
         "tiers": {"bench": {"rpm": 100000000, "tpm": 100000000000}},
+        **({"metrics": {"enabled": False}} if args.no_metrics else {}),
     }))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     env.update(SWITCHYARD_CONFIG=str(work / "config.yaml"), SWITCHYARD_DATA_DIR=str(work / "data"),
                SWITCHYARD_MASTER_KEY="sk-bench-master", SWITCHYARD_LOG_LEVEL="warning")
+    if args.tracing:
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        env["SWITCHYARD_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink.server_address[1]}"
+    if args.json_logs:
+        env.update(SWITCHYARD_LOG_FORMAT="json", SWITCHYARD_LOG_LEVEL="info")
+    if args.redis:
+        env["SWITCHYARD_REDIS_URL"] = args.redis
 
     def cli(*argv: str) -> str:
         return subprocess.run([args.switchyard_bin, *argv], env=env, cwd=work, check=True, capture_output=True,

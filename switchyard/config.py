@@ -181,6 +181,8 @@ class Settings:
     max_reserve_tokens: int | None = None  # output reserved for a request without a limit (None: model max)
     redis_max_connections: int = 256  # per worker, shared by limits, holds and the cache
     redis_pool_timeout: float = 10.0  # a burst waits this long for a free Redis connection
+    hold_lease_seconds: float = 10.0  # a worker silent this long is presumed dead: its money holds are reaped
+    settle_retry_seconds: float = 20.0  # how long a bill waits for an unreachable database before the request fails
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     referral: ReferralSettings = field(default_factory=ReferralSettings)
     # Per-model price factors for groups of organisations: {"resellers": {"gpt-5.2": 0.6, "*": 1}}.
@@ -190,6 +192,11 @@ class Settings:
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics_token: str | None = None  # GET /metrics wants it as a Bearer token (else the admin key)
+    metrics_enabled: bool = True  # metrics.enabled: false counts nothing (and /metrics is a 404)
+    log_format: str = "plain"  # plain | json (one JSON object per line; one line per request)
+    otlp_endpoint: str | None = None  # OpenTelemetry traces to this OTLP/HTTP collector (off when unset)
+    trace_service_name: str = "switchyard"
+    drain_seconds: float = 30.0  # on SIGTERM: how long requests in flight (streams) may take to finish
 
     @property
     def master_key_file(self) -> Path:
@@ -319,6 +326,22 @@ def embedded_models(timeouts: Timeouts = Timeouts()) -> dict[str, tuple[Deployme
 
 def _optional_positive(value: Any, where: str) -> int | None:
     return None if value is None else _positive(value, where)
+
+
+def _log_format(value: str) -> str:
+    if value.lower() not in ("plain", "json"):
+        raise ConfigError(f"log_format must be plain or json, not '{value}'")
+    return value.lower()
+
+
+def _positive_seconds(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if not number > 0:
+        raise ConfigError(f"{where} must be a positive number of seconds, not {value!r}")
+    return number
 
 
 def _positive(value: Any, where: str) -> int:
@@ -481,6 +504,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                                   "billing.max_reserve_tokens"),
             redis_max_connections=_positive((file.get("redis") or {}).get("max_connections", 256), "redis.max_connections"),
             redis_pool_timeout=float((file.get("redis") or {}).get("pool_timeout", 10.0)),
+            hold_lease_seconds=_positive_seconds((file.get("redis") or {}).get("hold_lease_seconds", 10.0),
+                                                 "redis.hold_lease_seconds"),
+            settle_retry_seconds=_positive_seconds(store.get("settle_retry_seconds", 20.0),
+                                                   "store.settle_retry_seconds"),
             console=_console(file.get("console")),
             referral=_referral(file.get("referral")),
             price_groups=_price_groups(file.get("price_groups")),
@@ -489,6 +516,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             budgets=_budgets(file.get("budgets")),
             alerts=_section(file.get("alerts"), AlertSettings, "alerts"),
             metrics_token=env.get("SWITCHYARD_METRICS_TOKEN") or (file.get("metrics") or {}).get("token"),
+            metrics_enabled=(file.get("metrics") or {}).get("enabled", True) is not False,
+            log_format=_log_format(str(pick("SWITCHYARD_LOG_FORMAT", "log_format", "plain"))),
+            otlp_endpoint=(env.get("SWITCHYARD_OTLP_ENDPOINT") or (file.get("tracing") or {}).get("otlp_endpoint")
+                           or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None),
+            trace_service_name=str((file.get("tracing") or {}).get("service_name")
+                                   or env.get("OTEL_SERVICE_NAME") or "switchyard"),
+            drain_seconds=_positive_seconds(pick("SWITCHYARD_DRAIN_SECONDS", "drain_seconds", 30.0), "drain_seconds"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid server setting: {exc}") from None

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import Table
 
 from switchyard.accounts.billing import Billing, Ticket, usd_number
+from switchyard.observability import logs, tracing
 from switchyard.accounts.records import Principal
 from switchyard.config import ServerLimits
 from switchyard.limits import Limits, Scope
@@ -143,9 +144,10 @@ class Gateway:
 
     async def admit(self, trace: Trace, plan: Plan, worst: Callable[[Deployment], int] | None = None) -> Admitted:
         """Rate limits and the hold: the request may now reach an upstream."""
-        ticket, limit_headers = await self.billing.admit(
-            trace.request_id, trace.principal, plan.public, plan.quote, plan.candidates, endpoint=trace.endpoint,
-            batch=trace.batch, worst=worst)
+        with tracing.span("switchyard.admit", {"gen_ai.request.model": plan.public}):
+            ticket, limit_headers = await self.billing.admit(
+                trace.request_id, trace.principal, plan.public, plan.quote, plan.candidates, endpoint=trace.endpoint,
+                batch=trace.batch, worst=worst)
         trace.ticket, trace.limit_headers = ticket, limit_headers
         return Admitted(plan.public, plan.decision, plan.candidates, ticket, limit_headers)
 
@@ -236,7 +238,8 @@ class Gateway:
             if cached is not None:
                 dep, body, attempts = candidates[0], orjson.loads(cached), 0
             else:
-                dep, body, attempts = await first_answer(candidates, self.router, answer_at)
+                dep, body, attempts = await first_answer(candidates, self.router, answer_at,
+                                                         operation=tracing.operation_of(ticket.endpoint))
         except BaseException:
             await self.billing.abandon(ticket)
             raise
@@ -357,7 +360,8 @@ class Gateway:
     ) -> tuple[Deployment, Any, int]:
         """The first candidate whose stream opens (its first events in); none: the hold is released."""
         try:
-            dep, opened, attempts = await first_answer(candidates, self.router, open_at)
+            dep, opened, attempts = await first_answer(candidates, self.router, open_at,
+                                                         operation=tracing.operation_of(ticket.endpoint))
         except BaseException:
             await self.billing.abandon(ticket)
             raise
@@ -492,8 +496,10 @@ class Gateway:
             yield b"".join(tail)
         except GatewayError as exc:
             # Headers are gone: bill what was delivered, then an `error` event (the SDK raises APIError).
+            # (Unless the failure was the bill itself: then nothing is billed, and the client is told.)
             status = "partial"
-            await self.settle(ticket, None, tier, _delivered_text(sent), status, error_code=exc.code)
+            if not ticket.settled:
+                await self.settle(ticket, None, tier, _delivered_text(sent), status, error_code=exc.code)
             yield data_frame(exc.to_json())
         finally:
             await stream.aclose()
@@ -627,6 +633,16 @@ def _delivered_text(frames: list[bytes]) -> str:
 
 
 def _log(ticket: Ticket, usage: Any, cost: int, status: str) -> None:
+    if tracing.enabled():
+        tracing.on_request({"gen_ai.request.model": ticket.public_model,
+                            "gen_ai.response.model": ticket.deployment.config.model,
+                            "gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens,
+                            "switchyard.deployment": ticket.deployment.id, "switchyard.cost_usd": usd_number(cost)})
+    if logs.json_lines():  # the request's one JSON line carries it
+        logs.add(org_id=ticket.principal.org.id, deployment=ticket.deployment.id, stream=bool(ticket.request.stream),
+                 billing=status, input_tokens=usage.input_tokens, cached_tokens=usage.cached_input_tokens,
+                 output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens, cost_usd=usd_number(cost))
+        return
     if log.isEnabledFor(logging.INFO):
         log.info(
             "%s key=%s org=%s model=%s deployment=%s stream=%s status=%s in=%d cached=%d out=%d cost=%s",

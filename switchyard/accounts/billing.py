@@ -30,6 +30,7 @@ from switchyard.limits import Limits, RateLimiter, Scope, Tier
 from switchyard.metering.cost import TokenUsage, cost_nanos
 from switchyard.metering.estimate import Estimate, Quote
 from switchyard.metering.units import media_cost_nanos
+from switchyard.observability import tracing
 from switchyard.metering.usage import within_bounds
 from switchyard.routing.table import Deployment
 from switchyard.wire.chat import ChatRequest
@@ -166,7 +167,7 @@ class Billing:
             most = max(_multiplied(worst(d), multiplier) for d in candidates)
         key_period, org_period, ttl = self.budget_periods(principal)
         try:
-            hold = await self.funds.reserve(principal, most, key_period, org_period, ttl)
+            hold = await self.funds.reserve(principal, most, key_period, org_period, ttl, request_id)
         except GatewayError as exc:
             await self._correct(scopes, rate_tokens, 0)
             exc.headers.update(admission.headers)
@@ -268,6 +269,17 @@ class Billing:
             key_period=ticket.hold.key_period, org_period=ticket.hold.org_period,
             rows=tuple(attach(cost)) if attach is not None else (),
         )
+        if not tracing.enabled():
+            await self._commit(ticket, settlement, cost, usage)
+            return cost
+        attributes = {"gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens,
+                      "switchyard.cost_usd": usd_number(cost), "switchyard.billing": status}
+        with tracing.span("switchyard.settle", attributes):
+            await self._commit(ticket, settlement, cost, usage)
+        return cost
+
+    async def _commit(self, ticket: Ticket, settlement: Settlement, cost: int, usage: TokenUsage) -> None:
+        """Wait for the bill to be durable, then drop the hold (given back whole if it never was)."""
         committed = self.writer.submit(settlement)
         try:
             await committed
@@ -280,12 +292,16 @@ class Billing:
             else:
                 await self._release(ticket.hold, 0)
             raise
-        except BaseException:
+        except BaseException as exc:
             await self._release(ticket.hold, 0)
+            if isinstance(exc, Exception) and not isinstance(exc, GatewayError):
+                # The database stayed out of reach: nothing is billed, and the answer is withheld.
+                raise GatewayError(503, "The request could not be billed because the database is unavailable; "
+                                   "nothing was charged. Retry shortly.", type="server_error",
+                                   code="service_unavailable", headers={"retry-after": "2"}) from exc
             raise
         await self._release(ticket.hold, cost)
         await self._correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
-        return cost
 
     def record_unserved(
         self, request_id: str, principal: Principal, *, model: str, endpoint: str, status: str,
@@ -343,7 +359,7 @@ def _units_text(units: Mapping[str, int] | None) -> str | None:
 
 def _shared_state_unavailable() -> GatewayError:
     return GatewayError(503, "Rate limits and budgets cannot be checked right now; retry shortly.",
-                        type="server_error", code="service_unavailable")
+                        type="server_error", code="service_unavailable", headers={"retry-after": "1"})
 
 
 def usd_number(nanos: int) -> float:

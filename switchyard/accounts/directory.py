@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -41,6 +41,7 @@ class Directory:
         self._hash_of: dict[str, str] = {}
         self._last_change = 0
         self._task: asyncio.Task[None] | None = None
+        self.on_config: Callable[[], Awaitable[None]] | None = None  # a `config` change: reload it
 
     async def load(self) -> None:
         async with self.lock, self._engine.connect() as conn:
@@ -85,7 +86,9 @@ class Directory:
                 for row in await conn.execute(select(api_keys).where(api_keys.c.id.in_(key_ids))):
                     self._put_key(row)
             self._last_change = rows[-1].id
-            return len(rows)
+        if self.on_config is not None and any(r.entity == "config" for r in rows):
+            await self.on_config()  # every worker re-reads its config file (POST /admin/v1/reload)
+        return len(rows)
 
     async def prune(self, keep_seconds: float = 600) -> None:
         """The feed only has to outlive the slowest poller: drop what every worker has long seen."""

@@ -28,6 +28,8 @@ class Hold:
     key_period: int | None = None
     org_period: int | None = None
     counted_org_budget: bool = False
+    id: str = ""  # shared holds: its name under its owner
+    request_id: str = ""  # whose bill settles it
 
 
 def insufficient_quota(message: str) -> GatewayError:
@@ -54,8 +56,11 @@ class Funds:
     def key_held(self, key_id: str) -> int:
         return sum(v for (k, _), v in self._key_held.items() if k == key_id)
 
+    async def start(self) -> None:
+        return None
+
     async def reserve(self, principal: Principal, amount_nanos: int, key_period: int | None = None,
-                      org_period: int | None = None, ttl_ms: int = 0) -> Hold:
+                      org_period: int | None = None, ttl_ms: int = 0, request_id: str = "") -> Hold:
         """Hold `amount_nanos` against the balance and every budget, or refuse; `key_period` and
         `org_period`: the current periods' starts for budgets that reset (see periods.py)."""
         org, key = principal.org, principal.key

@@ -12,11 +12,13 @@ import sqlite3
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, text
+from sqlalchemy import Connection, Table, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.accounts.directory import Directory
 from switchyard.store.database import Store
@@ -91,7 +93,7 @@ def _log_failed_record(future: asyncio.Future[None]) -> None:
 
 
 class LedgerWriter:
-    def __init__(self, store: Store, directory: Directory) -> None:
+    def __init__(self, store: Store, directory: Directory, retry_seconds: float = 20.0) -> None:
         self._store = store
         self._directory = directory
         self._pending: list[tuple[Settlement, asyncio.Future[None]]] = []
@@ -99,6 +101,7 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self.listeners: list[Any] = []  # called with each committed batch (usage events, metrics, alerts)
         self.on_commit: Any = None  # called with (group size, perf_counter at start) after each commit
+        self.retry_seconds = retry_seconds
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -140,7 +143,7 @@ class LedgerWriter:
     async def _commit_group(self, batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
         started = time.perf_counter()
         try:
-            await self._commit([s for s, _ in batch])
+            await self._commit_retrying([s for s, _ in batch])
         except Exception as exc:
             if len(batch) > 1:
                 # One bad settlement (say, a batch line's result another worker already wrote)
@@ -153,6 +156,9 @@ class LedgerWriter:
             if not batch[0][1].done():
                 batch[0][1].set_exception(exc)
             return
+        self._committed(batch, started)
+
+    def _committed(self, batch: list[tuple[Settlement, asyncio.Future[None]]], started: float) -> None:
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
@@ -163,6 +169,30 @@ class LedgerWriter:
                 listener(batch)
             except Exception:
                 log.exception("usage listener failed")
+
+    async def _commit_retrying(self, batch: list[Settlement]) -> None:
+        """Commit, retrying while the database is unreachable (a restart, a failover) for up to
+        `retry_seconds`; the requests wait, their answers held until their bills are in."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        lost_connection = False
+        while True:
+            try:
+                await self._commit(batch)
+                return
+            except Exception as exc:
+                if lost_connection and _duplicate(exc):
+                    # The connection dropped as it committed, and the commit had gone through.
+                    ids = [s.request_id for s in batch]
+                    if len(await committed_costs(self._store.engine, ids)) == len(set(ids)):
+                        return
+                if not _unreachable(exc) or time.monotonic() + delay > deadline:
+                    raise
+                if not lost_connection:
+                    log.warning("the database is unreachable (%s); retrying %d settlements", exc, len(batch))
+                lost_connection = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _commit(self, batch: list[Settlement]) -> None:
         # Spend per (organisation or key, budget period): a group that straddles a period's
@@ -192,6 +222,47 @@ class LedgerWriter:
                 balances, spent = await self._store.transaction(
                     lambda conn: _write_core(conn, usage_rows, rollups, ledger_rows, extra, orgs, keys, now))
             self._directory.apply_settled(balances, spent)
+
+
+async def committed_costs(engine: AsyncEngine, request_ids: Sequence[str]) -> dict[str, int]:
+    """What the committed bills of these requests cost (a request with no bill is absent)."""
+    found: dict[str, int] = {}
+    for i in range(0, len(request_ids), 500):
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(usage_records.c.request_id, usage_records.c.cost_nanos)
+                                      .where(usage_records.c.request_id.in_(request_ids[i:i + 500])))
+            found.update({rid: int(cost) for rid, cost in rows})
+    return found
+
+
+# PostgreSQL's codes for "not reachable right now": connection exceptions (class 08), the server
+# shutting down or starting up (57P01-57P03), too many connections (53300).
+_UNREACHABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to reach the database (worth retrying), not one of the statements themselves."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the driver's error, wrapped by SQLAlchemy's adapter, wrapped again
+        if seen is None:
+            return False
+        if isinstance(seen, sqlite3.Error):
+            return False
+        if isinstance(seen, (OSError, ConnectionError, asyncio.TimeoutError)):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _UNREACHABLE_STATES):
+            return True
+        if type(seen).__name__ in ("ConnectionDoesNotExistError", "ConnectionFailureError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _duplicate(exc: BaseException) -> bool:
+    return isinstance(exc, (IntegrityError, sqlite3.IntegrityError))
 
 
 def _by_period(item: tuple[tuple[str, int | None], int]) -> tuple[str, int]:

@@ -6,40 +6,130 @@ A budget that resets has one counter per period (its start in the name, expiring
 every worker moves to the new period's counter at the boundary.
 A reservation decrements it atomically and is refused if it would go below zero; settlement
 gives back the hold minus the cost; operators' top-ups and limit changes add their delta. The
-database stays the record; Redis only arbitrates between concurrent requests. `switchyard
-serve` clears these counters on start, so they are rebuilt from the database.
+database stays the record; Redis only arbitrates between concurrent requests.
+
+Every hold has an owner (one worker process) holding a lease it renews every second. A hold is
+recorded under its owner (`holds:<owner>`: hold id -> amount, request id, counters) and each
+counter's live holds are summed beside it (`<counter>:held`), so a counter rebuilt from the
+database (first use, an operator's change, Redis restarted) starts from what is not held; bills
+settled while a counter was absent are kept for 30 s (`<counter>:recent`) and left out of it too,
+since the worker rebuilding it may not have read them yet (a rebuild errs low, never high). When an
+owner's lease lapses (its process died), any worker reaps its holds: for each, what its request's
+committed bill says it cost (none: nothing) is kept and the rest given back; so one replica's
+restart never forgets another's holds, and a dead one's are not held for ever. If Redis loses its
+data, admissions wait a short grace (`recovering`) while every live worker records its holds
+again, then counters are rebuilt net of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from switchyard.accounts.funds import Hold, budget_refusal, insufficient_quota
 from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
 from switchyard.store.redis_client import bounded_client
+from switchyard.wire.errors import GatewayError
 
-# KEYS: counters to charge. ARGV[1]: amount; ARGV[1+i]: the value to start KEYS[i] from if absent;
-# ARGV[1+n+i]: its lifetime in ms when it is started (0: for good).
-# Returns 0 on success, else the index of the counter that refused and what it had left.
+log = logging.getLogger("switchyard.funds")
+
+LEASE_SECONDS = 10.0  # an owner not heard from for this long is presumed dead and reaped (redis.hold_lease_seconds)
+GRACE_MS = 3_000  # after Redis lost its data: long enough for every live worker to record its holds again
+
+# Keys of a hold: its counters C1..Cn, their held sums H1..Hn (what live holds have taken from
+# them) and R1..Rn (what was settled while the counter was absent, for 30 s: a counter rebuilt from
+# a worker's view of the database, which may not have those bills yet, leaves them out).
+# KEYS: epoch, recovering, the owner's holds, then C, H, R.
+# ARGV: amount, hold id, hold record, a new epoch's token, grace ms, n starts, n lifetimes (ms, 0: for good).
+# Returns {0, 0} when held; {i, left} when counter i refused (what it had left); {-1, ms} while recovering.
 _RESERVE = """
-local amount = ARGV[1]
-local n = #KEYS
+local n = (#KEYS - 3) / 3
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[5])
+  return {-1, tonumber(ARGV[5])}
+end
+local wait = redis.call('PTTL', KEYS[2])
+if wait > 0 then return {-1, wait} end
+local amount = tonumber(ARGV[1])
 for i = 1, n do
-  if redis.call('SET', KEYS[i], ARGV[i + 1], 'NX') and tonumber(ARGV[n + i + 1]) > 0 then
-    redis.call('PEXPIRE', KEYS[i], ARGV[n + i + 1])
+  local c = KEYS[3 + i]
+  if redis.call('EXISTS', c) == 0 then
+    local taken = tonumber(redis.call('GET', KEYS[3 + n + i]) or '0') + tonumber(redis.call('GET', KEYS[3 + 2 * n + i]) or '0')
+    redis.call('SET', c, tonumber(ARGV[5 + i]) - taken)
+    local ttl = tonumber(ARGV[5 + n + i])
+    if ttl > 0 then redis.call('PEXPIRE', c, ttl) end
   end
-  local left = redis.call('DECRBY', KEYS[i], amount)
+  local left = redis.call('DECRBY', c, amount)
   if left < 0 then
-    for j = 1, i do redis.call('INCRBY', KEYS[j], amount) end
-    return {i, left + tonumber(amount)}
+    for j = 1, i do redis.call('INCRBY', KEYS[3 + j], amount) end
+    return {i, left + amount}
   end
 end
+for i = 1, n do
+  redis.call('INCRBY', KEYS[3 + n + i], amount)
+  local ttl = tonumber(ARGV[5 + n + i])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3 + n + i], ttl) end
+end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return {0, 0}
+"""
+# KEYS: a key that must not exist (the owner's lease, when reaping; for a plain release the
+# holds key itself), the owner's holds, then C, H, R. ARGV: hold id, what to give back, the hold.
+# A hold already released or reaped gives nothing back twice.
+_RELEASE = """
+if KEYS[1] ~= KEYS[2] and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+local n = (#KEYS - 2) / 3
+local spent = tonumber(ARGV[3]) - tonumber(ARGV[2])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2 + i]) == 1 then
+    redis.call('INCRBY', KEYS[2 + i], ARGV[2])
+  elseif spent > 0 then
+    redis.call('INCRBY', KEYS[2 + 2 * n + i], spent)
+    redis.call('PEXPIRE', KEYS[2 + 2 * n + i], 30000)
+  end
+  local h = KEYS[2 + n + i]
+  if redis.call('EXISTS', h) == 1 and redis.call('DECRBY', h, ARGV[3]) <= 0 then redis.call('DEL', h) end
+end
+return 1
+"""
+# Record a live hold again (Redis lost it, or this owner's lease lapsed and it was reaped).
+# KEYS: the owner's holds, then C, H, R. ARGV: hold id, record, amount.
+_RESTORE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local n = (#KEYS - 1) / 3
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[1 + i]) == 1 then redis.call('DECRBY', KEYS[1 + i], ARGV[3]) end
+  redis.call('INCRBY', KEYS[1 + n + i], ARGV[3])
+end
+return 1
+"""
+# Renew the owner's lease. KEYS: lease, owners, epoch, recovering. ARGV: owner, lease ms, a new
+# epoch's token, grace ms. Returns the epoch and whether the lease had lapsed.
+_RENEW = """
+local lapsed = redis.call('SET', KEYS[1], 1, 'PX', ARGV[2], 'GET') == false
+redis.call('SADD', KEYS[2], ARGV[1])
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  redis.call('SET', KEYS[3], ARGV[3])
+  redis.call('SET', KEYS[4], 1, 'PX', ARGV[4])
+  epoch = ARGV[3]
+end
+return {epoch, lapsed and 1 or 0}
 """
 # Add ARGV[1] to each counter that exists (an absent one will be rebuilt from the database).
 _CREDIT = """
@@ -48,6 +138,27 @@ for i = 1, #KEYS do
 end
 return 0
 """
+# KEYS: lease, the owner's holds, owners. Forget an owner that is gone and holds nothing.
+_FORGET_OWNER = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# The bills of requests whose holds are reaped: request id -> cost committed (absent: none).
+CommittedCosts = Callable[[Sequence[str]], Awaitable[dict[str, int]]]
+
+
+@dataclass(slots=True)
+class _Live:
+    hold: Hold
+    keys: list[str]  # counters, then their held sums, then what was settled while they were absent
+    record: str
+
+
+def owner_name() -> str:
+    """This worker process among every replica's: host, pid and a random part (pids repeat)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def namespace(database_url: str) -> str:
@@ -56,15 +167,31 @@ def namespace(database_url: str) -> str:
 
 
 class SharedFunds:
-    def __init__(self, url: str, database_url: str, client: aioredis.Redis | None = None) -> None:
+    def __init__(self, url: str, database_url: str, client: aioredis.Redis | None = None,
+                 committed: CommittedCosts | None = None, lease_seconds: float = LEASE_SECONDS) -> None:
         """`client`: the worker's bounded Redis client (shared, not closed here); by default one of
-        its own, as the CLI uses."""
+        its own, as the CLI uses. `committed`: looks up bills by request id, for reaping a dead
+        owner's holds; a worker that serves requests has it and `start`s its lease."""
         self._owned = client is None
         self._redis = client if client is not None else bounded_client(url, timeout=2.0)
         self._prefix = namespace(database_url)
         self._reserve = self._redis.register_script(_RESERVE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._restore = self._redis.register_script(_RESTORE)
+        self._renew = self._redis.register_script(_RENEW)
         self._credit = self._redis.register_script(_CREDIT)
+        self._forget_owner = self._redis.register_script(_FORGET_OWNER)
+        self._committed = committed
+        self._lease_ms = max(1000, int(lease_seconds * 1000))
+        self._renew_every = min(1.0, lease_seconds / 4)
+        self._reap_every = lease_seconds / 2
+        self.owner = owner_name()
+        self._holds = self._prefix + "holds:" + self.owner
+        self._epoch: bytes | None = None
+        self._live: dict[str, _Live] = {}  # this owner's holds, to record again if Redis loses them
+        self._unreleased: dict[str, tuple[_Live, int]] = {}  # releases that failed (Redis away): retried
         self._held: defaultdict[str, int] = defaultdict(int)  # this worker's share, for operators
+        self._task: asyncio.Task[None] | None = None
 
     def org_held(self, org_id: str) -> int:
         return self._held.get(org_id, 0)
@@ -78,29 +205,42 @@ class SharedFunds:
     def _org_budget(self, org_id: str, period: int | None = None) -> str:
         return f"{self._prefix}orgbudget:{org_id}" + ("" if period is None else f":{period}")
 
+    def _name(self, part: str) -> str:
+        return self._prefix + part
+
     async def reserve(self, principal: Principal, amount_nanos: int, key_period: int | None = None,
-                      org_period: int | None = None, ttl_ms: int = 0) -> Hold:
-        """`ttl_ms`: how long a new period's counters live (past the period's end)."""
+                      org_period: int | None = None, ttl_ms: int = 0, request_id: str = "") -> Hold:
+        """`ttl_ms`: how long a new period's counters live (past the period's end); `request_id`:
+        whose bill settles the hold, should its owner die first."""
         org, key = principal.org, principal.key
-        keys: list[str] = []
+        counters: list[str] = []
         starts: list[int] = []
         ttls: list[int] = []
         if org.prepaid:
-            keys.append(self._org(org.id))
+            counters.append(self._org(org.id))
             starts.append(org.balance_nanos + org.overdraft_nanos)
             ttls.append(0)
         if org.budget_nanos is not None:
-            keys.append(self._org_budget(org.id, org_period))
+            counters.append(self._org_budget(org.id, org_period))
             starts.append(org.budget_nanos - org.spent_in(org_period))
             ttls.append(ttl_ms if org_period is not None else 0)
         if key.budget_nanos is not None:
-            keys.append(self._key(key.id, key_period))
+            counters.append(self._key(key.id, key_period))
             starts.append(key.budget_nanos + key.overdraft_nanos - key.spent_in(key_period))
             ttls.append(ttl_ms if key_period is not None else 0)
-        if keys:
-            refused, left = await self._reserve(keys=keys, args=[amount_nanos, *starts, *ttls])
+        hold = Hold(org.id, key.id, amount_nanos, counted_org=org.prepaid, counted_key=key.budget_nanos is not None,
+                    key_period=key_period, org_period=org_period, counted_org_budget=org.budget_nanos is not None,
+                    id=secrets.token_hex(8), request_id=request_id)
+        if counters:
+            live = _Live(hold, _hold_keys(counters),
+                         " ".join([str(amount_nanos), request_id or "-", *counters]))
+            refused, left = await self._reserve(
+                keys=[self._name("epoch"), self._name("recovering"), self._holds, *live.keys],
+                args=[amount_nanos, hold.id, live.record, _token(), GRACE_MS, *starts, *ttls])
+            if refused == -1:
+                raise recovering(int(left))
             if refused:
-                name = keys[refused - 1]
+                name = counters[refused - 1]
                 if name.startswith(self._org("")):
                     raise insufficient_quota(
                         f"You exceeded your current quota: this request may cost up to ${usd(amount_nanos)} and "
@@ -108,9 +248,9 @@ class SharedFunds:
                 if name.startswith(self._org_budget("")):
                     raise budget_refusal("your organization's", org.budget_period, amount_nanos, int(left))
                 raise budget_refusal("this API key's", key.budget_period, amount_nanos, int(left))
+            self._live[hold.id] = live
         self._held[org.id] += amount_nanos
-        return Hold(org.id, key.id, amount_nanos, counted_org=org.prepaid, counted_key=key.budget_nanos is not None,
-                    key_period=key_period, org_period=org_period, counted_org_budget=org.budget_nanos is not None)
+        return hold
 
     async def release(self, hold: Hold, settled_nanos: int = 0) -> None:
         if hold.released:
@@ -119,12 +259,19 @@ class SharedFunds:
         self._held[hold.org_id] -= hold.amount_nanos
         if not self._held[hold.org_id]:
             del self._held[hold.org_id]
-        back = hold.amount_nanos - settled_nanos
-        keys = ([self._org(hold.org_id)] if hold.counted_org else []) + (
-            [self._key(hold.key_id, hold.key_period)] if hold.counted_key else []) + (
-            [self._org_budget(hold.org_id, hold.org_period)] if hold.counted_org_budget else [])
-        if keys and back:
-            await self._credit(keys=keys, args=[back])
+        live = self._live.pop(hold.id, None)
+        if live is None:
+            return
+        try:
+            await self._give_back(live, hold.amount_nanos - settled_nanos)
+        except RedisError:
+            # Retried by the lease keeper once Redis answers: until then the hold stays counted.
+            self._unreleased[hold.id] = (live, hold.amount_nanos - settled_nanos)
+            raise
+
+    async def _give_back(self, live: _Live, back: int, guard: str | None = None) -> int:
+        return int(await self._release(keys=[guard or self._holds, self._holds, *live.keys],
+                                       args=[live.hold.id, back, live.hold.amount_nanos]))
 
     async def credit_org(self, org_id: str, delta_nanos: int) -> None:
         if delta_nanos:
@@ -140,13 +287,104 @@ class SharedFunds:
 
     async def forget(self, org_id: str | None = None, key_id: str | None = None, period: int | None = None) -> None:
         """Drop counters so they are rebuilt from the database (after a prepaid/postpaid switch, a
-        budget added, removed or given another period); `period`: the current one's too."""
+        budget added, removed or given another period); `period`: the current one's too. Their
+        held sums stay: the holds in flight still count against the rebuilt counters."""
         names = [self._org(org_id), self._org_budget(org_id)] if org_id else []
         names += [self._key(key_id)] if key_id else []
         if period is not None:
             names += ([self._org_budget(org_id, period)] if org_id else []) + ([self._key(key_id, period)] if key_id else [])
         if names:
             await self._redis.delete(*names)
+
+    # The lease: renewed every second (or a quarter of it); dead owners' holds reaped twice a lease.
+
+    async def start(self) -> None:
+        """Take the lease (before any hold is recorded under it), then keep it. Redis away: the
+        keeper takes it once Redis answers (until then no hold can be taken anyway)."""
+        try:
+            await self.renew()
+        except (RedisError, OSError) as exc:
+            log.warning("money holds: Redis unavailable at start (%s)", exc)
+        self._task = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _keep(self) -> None:
+        next_reap = time.monotonic() + self._reap_every * (0.5 + secrets.randbelow(1000) / 1000)
+        while True:
+            try:
+                await self.renew()
+                if self._unreleased:
+                    await self._retry_releases()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + self._reap_every
+                    await self.reap()
+            except (RedisError, OSError) as exc:
+                log.warning("money holds: Redis unavailable (%s); retrying", exc)
+            except Exception:
+                log.exception("money holds: lease keeping failed")
+            await asyncio.sleep(self._renew_every)
+
+    async def renew(self) -> None:
+        """Renew this owner's lease; if Redis lost its data or the lease had lapsed (so the holds
+        may have been reaped), record every live hold again."""
+        epoch, lapsed = await self._renew(
+            keys=[self._name("lease:" + self.owner), self._name("owners"), self._name("epoch"), self._name("recovering")],
+            args=[self.owner, self._lease_ms, _token(), GRACE_MS])
+        first = self._epoch is None
+        changed = not first and epoch != self._epoch
+        self._epoch = epoch
+        if (changed or (lapsed and not first)) and self._live:
+            restored = 0
+            for live in list(self._live.values()):
+                restored += int(await self._restore(keys=[self._holds, *live.keys],
+                                                    args=[live.hold.id, live.record, live.hold.amount_nanos]))
+            log.warning("money holds: recorded %d live holds again (%s)", restored,
+                        "Redis lost its data" if changed else "this worker's lease had lapsed")
+
+    async def _retry_releases(self) -> None:
+        for hold_id, (live, back) in list(self._unreleased.items()):
+            await self._give_back(live, back)
+            del self._unreleased[hold_id]
+
+    async def reap(self) -> int:
+        """Settle the holds of every owner whose lease lapsed: the cost its request's committed bill
+        says stays spent, the rest goes back. Returns the holds reaped."""
+        owners = [o.decode() if isinstance(o, bytes) else o for o in await self._redis.smembers(self._name("owners"))]
+        others = [o for o in owners if o != self.owner]
+        if not others:
+            return 0
+        reaped = 0
+        for owner in others:
+            lease = self._name("lease:" + owner)
+            if await self._redis.exists(lease):
+                continue
+            holds_key = self._name("holds:" + owner)
+            records = await self._redis.hgetall(holds_key)
+            parsed = [_parse(hold_id, record) for hold_id, record in records.items()]
+            costs = await self._committed([p.hold.request_id for p in parsed if p.hold.request_id]) \
+                if parsed and self._committed is not None else {}
+            for live in parsed:
+                cost = min(costs.get(live.hold.request_id, 0), live.hold.amount_nanos)
+                done = int(await self._release(keys=[lease, holds_key, *live.keys],
+                                               args=[live.hold.id, live.hold.amount_nanos - cost, live.hold.amount_nanos]))
+                if done == -1:
+                    break  # it came back
+                reaped += done
+            await self._forget_owner(keys=[lease, holds_key, self._name("owners")], args=[owner])
+        if reaped:
+            log.warning("money holds: reaped %d holds of workers that stopped renewing their lease", reaped)
+        return reaped
+
+    async def reset_if_idle(self) -> bool:
+        """At `serve` start: if no worker anywhere holds a live lease (the whole fleet was down),
+        clear every counter so they are rebuilt from the database; else leave them to the living."""
+        owners = await self._redis.smembers(self._name("owners"))
+        for owner in owners:
+            name = owner.decode() if isinstance(owner, bytes) else owner
+            if await self._redis.exists(self._name("lease:" + name)):
+                return False
+        await self.reset()
+        await self._redis.set(self._name("epoch"), _token())
+        return True
 
     async def reset(self) -> None:
         """Clear every counter of this database: they are rebuilt from it on first use."""
@@ -160,5 +398,41 @@ class SharedFunds:
             await self._redis.delete(*batch)
 
     async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            # A worker that stops cleanly has released every hold: its lease goes with it.
+            try:
+                if not self._live and not self._unreleased:
+                    await self._redis.delete(self._name("lease:" + self.owner))
+                    await self._redis.srem(self._name("owners"), self.owner)
+            except RedisError:
+                pass
         if self._owned:
             await self._redis.aclose()
+
+
+def _parse(hold_id: Any, record: Any) -> _Live:
+    """A hold as its owner recorded it: `amount request-id counter...`."""
+    hold_id = hold_id.decode() if isinstance(hold_id, bytes) else hold_id
+    text = record.decode() if isinstance(record, bytes) else record
+    amount, request_id, *counters = text.split(" ")
+    hold = Hold("", "", int(amount), id=hold_id, request_id="" if request_id == "-" else request_id)
+    return _Live(hold, _hold_keys(counters), text)
+
+
+def _hold_keys(counters: list[str]) -> list[str]:
+    return counters + [c + ":held" for c in counters] + [c + ":recent" for c in counters]
+
+
+def _token() -> str:
+    return f"{time.time_ns()}-{secrets.token_hex(4)}"
+
+
+def recovering(wait_ms: int) -> GatewayError:
+    return GatewayError(503, "Budgets are being rebuilt after the shared store restarted; retry shortly.",
+                        type="server_error", code="service_unavailable",
+                        headers={"retry-after": str(max(1, -(-wait_ms // 1000)))})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,7 +11,9 @@ from switchyard.cli.alerts import alerts
 from switchyard.cli.users import users
 from switchyard.cli.admin import balance, keys, orgs, topup, usage
 from switchyard.cli.batch import batch
+from switchyard.cli import remote
 from switchyard.cli.codes import codes
+from switchyard.cli.reload import reload
 from switchyard.cli.cost import cost
 from switchyard.cli.models import models
 from switchyard.cli.routes import routes
@@ -35,12 +37,19 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    base_url: Annotated[Optional[str], typer.Option(
+        envvar="SWITCHYARD_BASE_URL", show_envvar=True,
+        help="Run admin commands against this server's admin API (e.g. https://ai.example.com).")] = None,
+    admin_key: Annotated[Optional[str], typer.Option(
+        envvar="SWITCHYARD_ADMIN_KEY", show_envvar=True, help="The master key, for --base-url.")] = None,
 ) -> None:
     """switchyard: one OpenAI-compatible endpoint for many models.
 
-    Admin commands (orgs, keys, topup, balance, usage) work on the database in the data
-    directory (SWITCHYARD_DATA_DIR, default ./data; or SWITCHYARD_DATABASE_URL), so run them
-    where `switchyard serve` runs. `switchyard --install-completion` adds shell completion."""
+    Admin commands (orgs, keys, users, topup, balance, usage, codes, alerts, statement, reload)
+    work on the database in the data directory (SWITCHYARD_DATA_DIR, default ./data; or
+    SWITCHYARD_DATABASE_URL), or, with --base-url and --admin-key, on a running server over its
+    admin API. `switchyard --install-completion` adds shell completion."""
+    remote.configure(base_url, admin_key)
 
 
 app.command()(serve)
@@ -57,6 +66,7 @@ app.add_typer(routes, name="routes")
 app.add_typer(batch, name="batch")
 app.add_typer(codes, name="codes")
 app.add_typer(alerts, name="alerts")
+app.command()(reload)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""`switchyard orgs | keys | topup | balance | usage`: operator actions straight on the database.
+"""`switchyard orgs | keys | topup | balance | usage`: operator actions on the database, or on a
+running server's admin API with --base-url (see remote.py).
 
-The same `AccountsAdmin` as the admin API, without HTTP, so these work with the server stopped;
-a running server picks every change up from the change feed within a second.
+On the database it is the same `AccountsAdmin` as the admin API, without HTTP, so these work with
+the server stopped; a running server picks every change up from the change feed within a second.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.admin import AccountsAdmin, to_nanos
+from switchyard.cli import remote
 from switchyard.accounts.periods import Periods
 from switchyard.config import load_settings
 from switchyard.credits.referrals import Referrals, referral_policy
@@ -51,6 +53,9 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def run(action: Callable[[AccountsAdmin], Awaitable[T]]) -> T:
     """Open the configured database (migrated), run one action, close; errors as one line."""
+    where = remote.target()
+    if where is not None:
+        return _run_remote(action, where)
     try:
         settings = load_settings()
         tiers = load_tiers(settings.tiers)
@@ -82,6 +87,21 @@ def run(action: Callable[[AccountsAdmin], Awaitable[T]]) -> T:
     except (SQLAlchemyError, OSError) as exc:
         # SQLAlchemy messages carry the SQL and a help link on further lines: keep the first.
         fail(f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
+def _run_remote(action: Callable[[Any], Awaitable[T]], where: remote.Target) -> T:
+    """The same action against a running server's admin API."""
+    async def go() -> T:
+        client = remote.Remote(where)  # no admin key: refused here, before any request
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except GatewayError as exc:
+        fail(exc.message)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from switchyard.alerts.rules import get_rules, set_rules
+from switchyard.cli.remote import operations
 from switchyard.cli.admin import Json, emit, run, show, vertical
 
 alerts = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -28,7 +28,7 @@ def render(rules: dict[str, Any]) -> None:
 def show_alerts(org: Annotated[str, typer.Argument(help="Organisation id or name.")], as_json: Json = False) -> None:
     """What an organisation watches and where it is told."""
     async def go(admin: Any) -> dict[str, Any]:
-        return await get_rules(admin.engine, (await admin.get_org(org))["id"])
+        return await operations(admin).get_rules(org)
 
     emit(run(go), as_json, render)
 
@@ -49,6 +49,6 @@ def set_alerts(
             "budget_percents": percents, "key_hourly_usd": key_hourly_usd}
 
     async def go(admin: Any) -> dict[str, Any]:
-        return await set_rules(admin.engine, (await admin.get_org(org))["id"], body)
+        return await operations(admin).set_rules(org, body)
 
     emit(run(go), as_json, render)

@@ -1,4 +1,4 @@
-"""`switchyard codes create | list | revoke`: redemption codes, straight on the database (the
+"""`switchyard codes create | list | revoke`: redemption codes, on the database or over --base-url (the
 admin API's /admin/v1/code-batches does the same over HTTP). A batch's codes print once, as CSV."""
 
 from __future__ import annotations
@@ -9,17 +9,14 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from switchyard.accounts.admin import AccountsAdmin, now_ms, to_nanos
+from switchyard.accounts.admin import now_ms, to_nanos
 from switchyard.cli.admin import Json, add_row, emit, fail, money, run, show
-from switchyard.credits.codes import CodeBook, codes_csv
+from switchyard.cli.remote import operations
+from switchyard.credits.codes import codes_csv
 from switchyard.wire.errors import GatewayError
 
 codes = typer.Typer(no_args_is_help=True, add_completion=False,
                     help="Redemption codes: make a batch (printed once, as CSV), list batches, withdraw one.")
-
-
-def _book(admin: AccountsAdmin) -> CodeBook:
-    return CodeBook(admin.engine, admin.referrals, admin.funds)
 
 
 @codes.command("create")
@@ -38,7 +35,7 @@ def create(
     except GatewayError as exc:
         fail(exc.message)
     expires = now_ms() + expires_in_days * 86_400_000 if expires_in_days else None
-    batch, made = run(lambda admin: _book(admin).create_batch(name, nanos, count, expires, org, tier))
+    batch, made = run(lambda admin: operations(admin).create_batch(name, nanos, count, expires, org, tier))
     text = codes_csv(batch, made)
     if output:
         with open(output, "w", encoding="utf-8") as out:
@@ -60,10 +57,10 @@ def render_batches(batches: list[dict[str, Any]]) -> None:
 @codes.command("list")
 def list_batches(as_json: Json = False) -> None:
     """Every batch, newest first, with how many of its codes have been redeemed."""
-    emit(run(lambda admin: _book(admin).list_batches()), as_json, render_batches)
+    emit(run(lambda admin: operations(admin).list_batches()), as_json, render_batches)
 
 
 @codes.command("revoke")
 def revoke(batch_id: Annotated[str, typer.Argument(help="The batch's id (cb_...).")], as_json: Json = False) -> None:
     """Withdraw a batch: its codes can no longer be redeemed (redeemed ones stay credited)."""
-    emit(run(lambda admin: _book(admin).revoke_batch(batch_id)), as_json, lambda b: render_batches([b]))
+    emit(run(lambda admin: operations(admin).revoke_batch(batch_id)), as_json, lambda b: render_batches([b]))

@@ -87,16 +87,37 @@ def serve(
         typer.echo(f"  {console_url(settings)}/setup/{setup_token}")
     typer.echo(f"switchyard listening on http://{settings.host}:{settings.port}/v1 ({settings.workers} worker(s)); "
                f"console at {console_url(settings)}")
-    uvicorn.run(
+    from switchyard.observability.logs import uvicorn_config
+    from switchyard.server.supervisor import Supervisor
+
+    pid_file = settings.data_dir / "serve.pid"
+    pid_file.write_text(str(os.getpid()))  # `switchyard reload` signals this process
+    config = uvicorn.Config(
         "switchyard.server.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=uvicorn_config(settings.log_level, settings.log_format),
         access_log=access_log,
         loop="uvloop",
         http="switchyard.server.protocol:GuardedHttpToolsProtocol",  # httptools, with slow-client guards
         timeout_keep_alive=max(1, round(settings.limits.keep_alive_seconds)),
-        timeout_graceful_shutdown=10,
+        # SIGTERM: stop accepting, let requests in flight (streams) finish and settle, then exit.
+        timeout_graceful_shutdown=max(1, round(settings.drain_seconds)),
     )
+    try:
+        if settings.workers > 1:
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:
+                raise typer.Exit(3)
+    finally:
+        try:
+            if pid_file.read_text() == str(os.getpid()):
+                pid_file.unlink()
+        except OSError:
+            pass

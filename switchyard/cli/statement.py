@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from switchyard.accounts.statements import monthly_statement, statement_csv
+from switchyard.accounts.statements import statement_csv
+from switchyard.cli.remote import operations
 from switchyard.cli.admin import Json, add_row, emit, money, run, show
 from switchyard.metering.cost import usd
 
@@ -35,7 +36,7 @@ def statement(
 ) -> None:
     """An organisation's money in a month: opening, every movement, usage by model, closing."""
     async def go(admin: Any) -> dict[str, Any]:
-        return await monthly_statement(admin.engine, await admin.get_org(org), month)
+        return await operations(admin).statement(org, month)
 
     result = run(go)
     if csv:

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from switchyard.accounts.admin import AccountsAdmin
-from switchyard.cli.admin import Json, add_row, emit, run, show, when
+from switchyard.cli import remote
+from switchyard.cli.admin import Json, add_row, emit, fail, run, show, when
+from switchyard.cli.remote import operations
 from switchyard.config import load_settings
 from switchyard.console.first_run import console_url, new_setup_token
 from switchyard.console.people import People
@@ -30,8 +31,8 @@ def render_users(listing: Any) -> None:
 
 @users.command("list")
 def users_list(as_json: Json = False) -> None:
-    async def go(admin: AccountsAdmin) -> Any:
-        return {"object": "list", "data": await People(admin.engine).list_users()}
+    async def go(admin: Any) -> Any:
+        return {"object": "list", "data": await operations(admin).list_users()}
 
     emit(run(go), as_json, render_users)
 
@@ -48,11 +49,11 @@ def users_create(
     """Create a user; the password is asked for (never an argument, so it stays out of shell history)."""
     password = typer.prompt("Password (at least 10 characters)", hide_input=True, confirmation_prompt=True)
 
-    async def go(admin: AccountsAdmin) -> Any:
-        people = People(admin.engine)
-        user = await people.create_user(email, name, password, is_operator=operator)
+    async def go(admin: Any) -> Any:
+        ops = operations(admin)
+        user = await ops.create_user(email, name, password, operator)
         if org:
-            await people.add_membership(user["id"], (await admin.get_org(org))["id"], role)
+            await ops.add_membership(user["id"], org, role)
         return user
 
     emit(run(go), as_json, lambda u: typer.echo(f"created {u['id']} <{u['email']}>"))
@@ -65,11 +66,9 @@ def users_add(
     role: Annotated[str, typer.Option(help="owner, member or billing.")] = "member",
 ) -> None:
     """Add a user to an organisation (or change their role there)."""
-    async def go(admin: AccountsAdmin) -> str:
-        people = People(admin.engine)
-        found, o = await people.get_user(user), await admin.get_org(org)
-        await people.add_membership(found["id"], o["id"], role)
-        return f"{found['email']} is {role} of {o['name']}"
+    async def go(admin: Any) -> str:
+        await operations(admin).add_membership(user, org, role)
+        return f"{user} is {role} of {org}"
 
     typer.echo(run(go))
 
@@ -79,11 +78,9 @@ def users_remove(
     user: Annotated[str, typer.Argument(help="User id or email.")],
     org: Annotated[str, typer.Argument(help="Organisation id or name.")],
 ) -> None:
-    async def go(admin: AccountsAdmin) -> str:
-        people = People(admin.engine)
-        found, o = await people.get_user(user), await admin.get_org(org)
-        await people.remove_membership(found["id"], o["id"])
-        return f"{found['email']} is no longer in {o['name']}"
+    async def go(admin: Any) -> str:
+        await operations(admin).remove_membership(user, org)
+        return f"{user} is no longer in {org}"
 
     typer.echo(run(go))
 
@@ -95,19 +92,18 @@ def users_invite(
     email: Annotated[Optional[str], typer.Option(help="Only this address may accept.")] = None,
 ) -> None:
     """Print a one-time invitation link into an organisation."""
-    settings = load_settings()
-
-    async def go(admin: AccountsAdmin) -> str:
-        o = await admin.get_org(org)
-        token, _ = await People(admin.engine).invite(o["id"], role, email, None, settings.console.setup_link_hours * 7)
-        return f"{console_url(settings)}/invite/{token}"
+    async def go(admin: Any) -> str:
+        return await operations(admin).invite(org, role, email)
 
     typer.echo(run(go))
 
 
 @users.command("setup-link")
 def users_setup_link() -> None:
-    """A new one-time link for the first operator (while there is none); earlier links stop working."""
+    """A new one-time link for the first operator (while there is none); earlier links stop working.
+    On the database only: before there is an operator, nobody may ask a server for one."""
+    if remote.target() is not None:
+        fail("users setup-link works on the database (where `switchyard serve` runs), not over --base-url.")
     settings = load_settings()
     token = run(lambda admin: new_setup_token(People(admin.engine), settings.console.setup_link_hours))
     typer.echo(f"{console_url(settings)}/setup/{token}" if token else "an operator exists already: sign in instead")

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from switchyard.routing.router import Router
+from switchyard.observability import tracing
 from switchyard.routing.table import Deployment
 from switchyard.wire.errors import GatewayError
 
@@ -56,6 +57,7 @@ async def first_answer(
     router: Router,
     attempt: Callable[[Deployment], Awaitable[T]],
     rng: random.Random | None = None,
+    operation: str = "chat",
 ) -> tuple[Deployment, T, int]:
     """Returns (deployment that answered, its answer, attempts made); raises the last error."""
     rng = rng or _RNG
@@ -68,7 +70,8 @@ async def first_answer(
             health.start()
             started = time.perf_counter()
             try:
-                result = await attempt(dep)
+                with tracing.upstream_attempt(operation, dep):
+                    result = await attempt(dep)
             except GatewayError as exc:
                 exc.headers["x-switchyard-attempts"] = str(attempts)
                 exc.headers["x-switchyard-deployment"] = dep.id

@@ -82,6 +82,23 @@ class ModelTable:
     def deployments(self) -> list[Deployment]:
         return [d for group in self._groups.values() for d in group]
 
+    def same_deployments(self, fresh: ModelTable) -> set[str]:
+        """Ids of deployments `fresh` has exactly as this table has them (config and catalog entry)."""
+        mine = {d.id: d for d in self.deployments()}
+        return {d.id for d in fresh.deployments()
+                if d.id in mine and mine[d.id].config == d.config and mine[d.id].spec == d.spec
+                and mine[d.id].public_name == d.public_name}
+
+    def adopt(self, fresh: ModelTable, kept: set[str]) -> list[Deployment]:
+        """Serve what `fresh` serves from now on, keeping this table's deployments in `kept` (their
+        providers stay as they are); returns the deployments no longer served. No await: a request
+        resolves against the old table or the new one, never a mix."""
+        mine = {d.id: d for d in self.deployments()}
+        groups = {public: [mine[d.id] if d.id in kept else d for d in group] for public, group in fresh._groups.items()}
+        retired = [d for d in mine.values() if d.id not in kept]
+        self._groups, self._aliases, self._strategies, self.smart = groups, fresh._aliases, fresh._strategies, fresh.smart
+        return retired
+
     async def start(self) -> None:
         for dep in self.deployments():
             await dep.provider.start()

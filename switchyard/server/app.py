@@ -7,7 +7,9 @@ import os
 import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,9 +29,10 @@ from switchyard.accounts.periods import Periods
 from switchyard.alerts.delivery import Deliverer
 from switchyard.alerts.watch import AlertWatch
 from switchyard.files.links import FileLinks
+from switchyard.observability import logs, tracing
 from switchyard.observability.directory import ENV as METRICS_DIR, prepare_directory
 from switchyard.metering.retention import Pruner
-from switchyard.accounts.ledger import LedgerWriter
+from switchyard.accounts.ledger import LedgerWriter, committed_costs
 from switchyard.accounts.records import OPERATOR_ORG_ID, KeyRecord
 from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.batch import BatchRecords, BatchRunner
@@ -45,6 +48,7 @@ from switchyard.responses import ResponseStore
 from switchyard.routing.cache import cache_namespace, make_cache
 from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
+from switchyard.server.reload import Reloader
 from switchyard.server.request_id import RequestIdMiddleware, printable
 from switchyard.server.responses import error_response
 from switchyard.server.routes import routes
@@ -60,6 +64,9 @@ request_log = logging.getLogger("switchyard.requests")
 def _log_refusal(request: Request, err: GatewayError) -> None:
     """The request log's line for a request that got an error: who, what, why; never a secret
     or a prompt (the key's id, not the key; the error's code and param, not its message)."""
+    if logs.json_lines():  # the request's one JSON line says it, when it ends
+        request.scope["state"]["error_code"] = err.code
+        return
     if request_log.isEnabledFor(logging.INFO):
         state = request.state
         request_log.info(
@@ -115,7 +122,7 @@ def build_app(settings: Settings) -> ASGIApp:
     store = Store(settings.database_url or default_url(settings.data_dir), settings.sqlite_synchronous)
     engine = store.engine
     directory = Directory(engine, static_keys(settings, master_digest), asyncio.Lock())
-    writer = LedgerWriter(store, directory)
+    writer = LedgerWriter(store, directory, settings.settle_retry_seconds)
     events = UsageEvents()
     database_url = settings.database_url or default_url(settings.data_dir)
     # One worker keeps rate limits and money holds in memory; several share them through Redis,
@@ -126,7 +133,10 @@ def build_app(settings: Settings) -> ASGIApp:
     shared_events = SharedUsageEvents(events, redis, cache_namespace(database_url)) if redis is not None else None
     writer.listeners.append(shared_events.publish if shared_events is not None else events.publish)
     limiter: RateLimiter = RedisRateLimiter(settings.redis_url, client=redis) if settings.redis_url else LocalRateLimiter()
-    funds: Funds | SharedFunds = SharedFunds(settings.redis_url, database_url, client=redis) if settings.redis_url else Funds()
+    funds: Funds | SharedFunds = (
+        SharedFunds(settings.redis_url, database_url, client=redis, committed=lambda ids: committed_costs(engine, ids),
+                    lease_seconds=settings.hold_lease_seconds)
+        if settings.redis_url else Funds())
     periods = Periods(settings.budgets.timezone)
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens,
                       settings.price_groups, periods)
@@ -139,6 +149,14 @@ def build_app(settings: Settings) -> ASGIApp:
         lease_seconds=settings.batch_lease_seconds, known_model=lambda name: name in dict(table.names()),
     )
     referrals = Referrals(referral_policy(settings.referral))
+
+    def new_tiers(fresh: dict[str, Any]) -> None:
+        billing.tiers = fresh
+        state.admin.tiers = set(fresh)
+        state.admin.served = frozenset(name for name, _ in table.names())
+
+    reloader = Reloader(table, gateway.router, new_tiers)
+    directory.on_config = reloader.reload_quietly
     state = AppState(
         files=files, batches=batches,
         settings=settings, directory=directory, events=events,
@@ -150,7 +168,7 @@ def build_app(settings: Settings) -> ASGIApp:
                         AttemptWindow(limit=30, seconds=300)),
         # Signed with the admin key's digest: every replica that shares the key honours the links.
         links=FileLinks(master_digest.encode()),
-        codes=CodeBook(engine, referrals, funds), redis=redis,
+        codes=CodeBook(engine, referrals, funds), redis=redis, reloader=reloader,
     )
 
     deliverer = Deliverer(engine, settings.alerts, settings.fetch)
@@ -162,24 +180,28 @@ def build_app(settings: Settings) -> ASGIApp:
 
     watch = AlertWatch(engine, directory, periods, settings.alerts, deliverer, breakers)
     writer.listeners.append(watch.on_settled)
-    if not os.environ.get(METRICS_DIR):  # `serve` sets it for its workers; a bare app, here
-        prepare_directory()
-    # Imported only now: prometheus-client picks multiprocess mode at import, from the directory.
-    from switchyard.observability.metrics import GaugeSampler, Metrics
+    gauges: Any = None
+    if settings.metrics_enabled:
+        if not os.environ.get(METRICS_DIR):  # `serve` sets it for its workers; a bare app, here
+            prepare_directory()
+        # Imported only now: prometheus-client picks multiprocess mode at import, from the directory.
+        from switchyard.observability.metrics import GaugeSampler, Metrics
 
-    metrics = Metrics()
-    writer.listeners.append(metrics.on_settled)
-    writer.on_commit = metrics.timed_commit
-    gauges = GaugeSampler(metrics, lambda: [(dep.id, router.health_of(dep).in_flight, router.health_of(dep).breaker_open)
-                                            for dep in table.deployments()])
+        metrics = Metrics()
+        writer.listeners.append(metrics.on_settled)
+        writer.on_commit = metrics.timed_commit
+        gauges = GaugeSampler(metrics, lambda: [(dep.id, router.health_of(dep).in_flight,
+                                                 router.health_of(dep).breaker_open) for dep in table.deployments()])
     retention = settings.usage
     pruner = Pruner(engine, retention.retention_days, retention.prune_batch) if retention.retention_days else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tracing.configure(settings.otlp_endpoint, settings.trace_service_name)
         await directory.load()
         directory.start_polling()
         writer.start()
+        await funds.start()
         await table.start()
         if shared_events is not None:
             shared_events.start()
@@ -187,20 +209,27 @@ def build_app(settings: Settings) -> ASGIApp:
             pruner.start()
         watch.start()
         deliverer.start()
-        gauges.start()
+        if gauges is not None:
+            gauges.start()
         batches.start()  # last: batch lines need everything above
         # What start-up built lives as long as the worker: keep it out of every later full
         # garbage collection, which would otherwise walk it each time (a pause per big request).
         gc.freeze()
+        loop = asyncio.get_running_loop()
+        # SIGHUP (from `serve`'s supervisor, or `kill -HUP` on a single worker) reloads the config.
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload_quietly()))
         try:
             yield
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            await reloader.close()
             await batches.stop()  # first: lines in flight still settle through the ledger writer
             if pruner is not None:
                 await pruner.close()
             await watch.close()
             await deliverer.close()
-            await gauges.close()
+            if gauges is not None:
+                await gauges.close()
             await writer.close()
             if shared_events is not None:
                 await shared_events.close()
@@ -212,6 +241,7 @@ def build_app(settings: Settings) -> ASGIApp:
             if redis is not None:
                 await redis.aclose()
             await store.close()
+            tracing.shutdown()
 
     app = Starlette(
         routes=routes(),
@@ -225,5 +255,5 @@ def build_app(settings: Settings) -> ASGIApp:
 
 def create_app() -> ASGIApp:
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     return build_app(settings)

@@ -6,8 +6,11 @@ import asyncio
 import logging
 import os
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchyard.observability import logs, tracing
 
 
 _log = logging.getLogger("switchyard.requests")
@@ -25,6 +28,8 @@ def new_request_id() -> str:
 
 
 class RequestIdMiddleware:
+    """Outermost: gives every request its id, and (when on) its trace span and its JSON log line."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -33,20 +38,36 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
+        span = tracing.start_request(scope.get("method", ""), scope.get("path", ""), scope.get("headers", ())) \
+            if tracing.enabled() else None
+        fields = logs.request_fields.set(state) if logs.json_lines() else None
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:
-            state = scope["state"]
             if not state.get("client_gone"):
                 raise
             # The protocol cancelled it because its client left: nobody to answer, nothing wrong.
-            _log.info("%s %s %s status=499 code=client_disconnected param=- key=%s model=%s", request_id,
-                      scope.get("method"), scope.get("path"), state.get("key_id") or "-", printable(state.get("model")))
+            status, state["error_code"] = 499, "client_disconnected"
+            if fields is None:
+                _log.info("%s %s %s status=499 code=client_disconnected param=- key=%s model=%s", request_id,
+                          scope.get("method"), scope.get("path"), state.get("key_id") or "-",
+                          printable(state.get("model")))
+        finally:
+            if span is not None:
+                tracing.end_request(span, status, request_id)
+            if fields is not None:
+                logs.request_line(scope.get("method", ""), scope.get("path", ""), status, state, started)
+                logs.request_fields.reset(fields)

@@ -32,3 +32,4 @@ class AppState:
     links: FileLinks  # signed links to generated images
     codes: CodeBook  # redemption codes
     redis: Any = None  # the worker's Redis client, when configured (readiness pings it)
+    reloader: Any = None  # re-reads the config file (SIGHUP, POST /admin/v1/reload)

@@ -19,10 +19,11 @@ async def prepare_store(settings: Settings) -> None:
 
 
 async def reset_shared_holds(settings: Settings) -> None:
-    """At `serve` start no request is in flight: rebuild the shared counters from the database."""
+    """At `serve` start, if no worker of any replica is alive, no request is in flight: rebuild the
+    shared counters from the database. Otherwise the living keep theirs (and reap the dead's)."""
     if settings.redis_url:
         funds = SharedFunds(settings.redis_url, settings.database_url or default_url(settings.data_dir))
         try:
-            await funds.reset()
+            await funds.reset_if_idle()
         finally:
             await funds.close()

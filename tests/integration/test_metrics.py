@@ -91,3 +91,16 @@ def test_metrics_sum_every_worker_and_match_the_bills(tmp_path: Path, upstream: 
         assert httpx.get(f"{gw.root}/healthz").status_code == 200
     finally:
         gw.stop()
+
+
+def test_metrics_can_be_turned_off(tmp_path: Path, upstream: StandInUpstream) -> None:
+    config = upstream_config(upstream) | {"metrics": {"enabled": False}}
+    gw = start_gateway(tmp_path, config=config, env={"STANDIN_KEY": "x"})
+    try:
+        answer = gw.client().chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "Hi"}])
+        assert answer.usage.completion_tokens > 0
+        off = httpx.get(f"{gw.root}/metrics", headers={"authorization": f"Bearer {MASTER_KEY}"})
+        assert off.status_code == 404 and "metrics.enabled" in off.json()["error"]["message"]
+        assert not (gw.data_dir / "metrics").exists() or not any((gw.data_dir / "metrics").iterdir())
+    finally:
+        gw.stop()

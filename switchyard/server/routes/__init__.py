@@ -7,8 +7,8 @@ from starlette.routing import BaseRoute, Route
 from switchyard.console.routes import routes as console_routes
 
 from switchyard.server.routes import (
-    admin, alerts, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations, requests,
-    responses, statements, usage,
+    admin, alerts, audio, batches, chat, completions, cost, credits, embeddings, health, images, messages, models, moderations,
+    operations, requests, responses, statements, usage,
 )
 from switchyard.server.routes import files as files_routes
 
@@ -34,6 +34,7 @@ def routes() -> list[BaseRoute]:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         *admin.routes(),
+        *operations.routes(),
         *credits.routes(),
         *statements.routes(),
         *alerts.routes(),

@@ -14,7 +14,7 @@ from switchyard.server.auth import caller
 from switchyard.server.responses import JSONResponse
 from switchyard.server.state import AppState
 from switchyard.store.database import head_revision
-from switchyard.wire.errors import invalid_api_key, permission_denied
+from switchyard.wire.errors import GatewayError, invalid_api_key, permission_denied
 
 
 async def healthz(request: Request) -> Response:
@@ -45,6 +45,8 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state: AppState = request.app.state.sy
+    if not state.settings.metrics_enabled:
+        raise GatewayError(404, "Metrics are off on this server (metrics.enabled: false).", code="not_found")
     token = state.settings.metrics_token
     if token:
         sent = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
