@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,25 @@ async def billed(url: str) -> tuple[int, bool]:
     return int(completed), bad == 0
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def fleet_cpu_seconds(fleet: Fleet) -> float:
+    """CPU time (user + system) of every replica's supervisor and workers, from /proc."""
+    roots = {r.proc.pid for r in fleet.replicas if r.proc is not None and r.proc.poll() is None}
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid_text, rest = stat.read_text().split(" (", 1)
+        except OSError:
+            continue
+        fields = rest.rsplit(")", 1)[1].split()
+        pid, ppid = int(pid_text), int(fields[1])
+        if pid in roots or ppid in roots:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
 def one_fleet(replicas: int, upstream_port: int, duration: float, connections: int, wrk: str) -> dict:
     name = "sy_fleet_" + uuid.uuid4().hex[:10]
     asyncio.run(admin_db(f'CREATE DATABASE "{name}"'))
@@ -79,13 +99,19 @@ def one_fleet(replicas: int, upstream_port: int, duration: float, connections: i
         time.sleep(1.5)  # the key reaches every worker through the change feed
         headers = {"Authorization": f"Bearer {key}"}
         bench_run.run_wrk(wrk, fleet.port, headers, False, 3, connections, None)  # warm-up
+        time.sleep(1)  # the warm-up's last bills land
         warm, _ = asyncio.run(billed(url))
+        cpu = fleet_cpu_seconds(fleet)
         result = bench_run.run_wrk(wrk, fleet.port, headers, False, duration, connections, None)
+        cpu = fleet_cpu_seconds(fleet) - cpu
         time.sleep(1)
         completed, consistent = asyncio.run(billed(url))
         ok = result["requests"] - result["non2xx"]
-        result |= {"replicas": replicas, "billed": completed - warm, "answered": ok,
-                   "billing_ok": consistent and completed - warm == ok}
+        # wrk stops at its deadline with up to `connections` requests in flight: the gateway
+        # answers and bills them, wrk does not count them.
+        cut = completed - warm - ok
+        result |= {"replicas": replicas, "billed": completed - warm, "answered": ok, "cut": cut,
+                   "cpu_us": cpu / max(ok, 1) * 1e6, "billing_ok": consistent and 0 <= cut <= connections}
         return result
     finally:
         fleet.stop()
@@ -108,10 +134,13 @@ def main() -> None:
     finally:
         upstream.terminate()
     base = rows[0]["rps"] or 1
-    print(f"\n{'replicas':>8} {'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'billed/answered':>16} billing")
+    print(f"\n{'replicas':>8} {'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'non-2xx':>8} "
+          f"{'billed':>8} {'answered':>8} billing")
     for r in rows:
         print(f"{r['replicas']:>8} {r['rps']:>9.1f} {r['rps'] / base:>6.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['non2xx']:>8} {r['billed']:>7}/{r['answered']:<8} {'ok' if r['billing_ok'] else 'MISMATCH'}")
+              f"{r['cpu_us']:>10.0f} {r['non2xx']:>8} {r['billed']:>8} {r['answered']:>8} "
+              f"{'ok' if r['billing_ok'] else 'MISMATCH'} ({r['cut']} answered after wrk's deadline)")
+    print(f"(this machine: {os.cpu_count()} cores shared by the replicas, HAProxy, PostgreSQL, Redis, the upstream and wrk)")
 
 
 if __name__ == "__main__":

@@ -196,6 +196,7 @@ class Settings:
     log_format: str = "plain"  # plain | json (one JSON object per line; one line per request)
     otlp_endpoint: str | None = None  # OpenTelemetry traces to this OTLP/HTTP collector (off when unset)
     trace_service_name: str = "switchyard"
+    trace_sample_ratio: float = 0.05  # requests traced (besides those whose caller's traceparent is sampled)
     drain_seconds: float = 30.0  # on SIGTERM: how long requests in flight (streams) may take to finish
 
     @property
@@ -326,6 +327,16 @@ def embedded_models(timeouts: Timeouts = Timeouts()) -> dict[str, tuple[Deployme
 
 def _optional_positive(value: Any, where: str) -> int | None:
     return None if value is None else _positive(value, where)
+
+
+def _ratio(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"tracing.sample_ratio must be a number from 0 to 1, not {value!r}")
+    return number
 
 
 def _log_format(value: str) -> str:
@@ -522,6 +533,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None),
             trace_service_name=str((file.get("tracing") or {}).get("service_name")
                                    or env.get("OTEL_SERVICE_NAME") or "switchyard"),
+            trace_sample_ratio=_ratio(env.get("SWITCHYARD_TRACE_SAMPLE_RATIO")
+                                      or (file.get("tracing") or {}).get("sample_ratio", 0.05)),
             drain_seconds=_positive_seconds(pick("SWITCHYARD_DRAIN_SECONDS", "drain_seconds", 30.0), "drain_seconds"),
         )
     except (TypeError, ValueError) as exc:

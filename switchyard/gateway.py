@@ -633,7 +633,7 @@ def _delivered_text(frames: list[bytes]) -> str:
 
 
 def _log(ticket: Ticket, usage: Any, cost: int, status: str) -> None:
-    if tracing.enabled():
+    if tracing.traced():
         tracing.on_request({"gen_ai.request.model": ticket.public_model,
                             "gen_ai.response.model": ticket.deployment.config.model,
                             "gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens,

@@ -269,7 +269,7 @@ class Billing:
             key_period=ticket.hold.key_period, org_period=ticket.hold.org_period,
             rows=tuple(attach(cost)) if attach is not None else (),
         )
-        if not tracing.enabled():
+        if not tracing.traced():
             await self._commit(ticket, settlement, cost, usage)
             return cost
         attributes = {"gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens,

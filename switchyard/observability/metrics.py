@@ -9,6 +9,8 @@ before the workers start (observability/directory.py), and this module is import
 
 from __future__ import annotations
 
+import bisect
+
 import asyncio
 import time
 from collections.abc import Callable, Iterable
@@ -51,30 +53,42 @@ class Metrics:
                                   ["deployment"], multiprocess_mode="max")
 
     def on_settled(self, batch: Iterable[tuple[Any, Any]]) -> None:
-        """The ledger writer's listener: one committed group of records."""
+        """The ledger writer's listener: one committed group of records. Summed per kind of request
+        first, so a group of n alike requests costs one write per series, not n (each write is a
+        locked write to the worker's mmap file)."""
+        groups: dict[tuple[Any, ...], list[Any]] = {}
         for s, _ in batch:
-            served = self._served.get((s.model, s.deployment, s.endpoint, s.status, s.stream))
+            kind = (s.model, s.deployment, s.endpoint, s.status, s.stream)
+            group = groups.get(kind)
+            if group is None:
+                groups[kind] = group = [s]
+            else:
+                group.append(s)
+        for kind, records in groups.items():
+            served = self._served.get(kind)
             if served is None:
-                served = self._children(s)
+                served = self._children(records[0])
             requests, latency, ttfb, extra, tokens, cost = served
-            requests.inc()
-            latency.observe(s.latency_ms / 1000)
-            if s.status == "refused":
-                self.refusals.labels(s.error_code or "unknown").inc()
+            requests.inc(len(records))
+            _observe_all(latency, [s.latency_ms / 1000 for s in records])
+            status = kind[3]
+            if status == "refused" or status == "failed":
+                errors = self.refusals if status == "refused" else self.upstream_errors
+                for s in records:
+                    errors.labels(s.error_code or "unknown").inc()
                 continue
-            if s.status == "failed":
-                self.upstream_errors.labels(s.error_code or "unknown").inc()
-                continue
-            if s.ttfb_ms is not None:
-                ttfb.observe(s.ttfb_ms / 1000)
-            if s.attempts and s.attempts > 1:
-                extra.inc(s.attempts - 1)
-            for child, n in zip(tokens, (s.input_tokens - s.cached_tokens, s.cached_tokens, s.output_tokens,
-                                         s.reasoning_tokens)):
+            _observe_all(ttfb, [s.ttfb_ms / 1000 for s in records if s.ttfb_ms is not None])
+            retries = sum(s.attempts - 1 for s in records if s.attempts and s.attempts > 1)
+            if retries:
+                extra.inc(retries)
+            sums = (sum(s.input_tokens - s.cached_tokens for s in records), sum(s.cached_tokens for s in records),
+                    sum(s.output_tokens for s in records), sum(s.reasoning_tokens for s in records))
+            for child, n in zip(tokens, sums):
                 if n:
                     child.inc(n)
-            if s.cost_nanos:
-                cost.inc(s.cost_nanos / 1e9)
+            nanos = sum(s.cost_nanos for s in records)
+            if nanos:
+                cost.inc(nanos / 1e9)
 
     def _children(self, s: Any) -> tuple[Any, ...]:
         """The labelled series one kind of request touches, looked up once (labels() costs per call)."""
@@ -110,6 +124,25 @@ class GaugeSampler(Background):
         while True:
             self.sample()
             await asyncio.sleep(1.0)
+
+
+def _observe_all(histogram: Any, values: list[float]) -> None:
+    """Observe many values with one write per bucket touched and one to the sum (prometheus-client
+    has no batch observe; its histogram keeps cumulative-free bucket counters and a sum)."""
+    if not values:
+        return
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None or len(values) == 1:
+        for v in values:
+            histogram.observe(v)
+        return
+    counts: dict[int, int] = {}
+    for v in values:
+        i = bisect.bisect_left(bounds, v)
+        counts[i] = counts.get(i, 0) + 1
+    for i, n in counts.items():
+        buckets[i].inc(n)
+    total.inc(sum(values))
 
 
 def exposition() -> bytes:

@@ -9,11 +9,13 @@ is not configured costs the request path nothing, and the SDK is never imported.
 from __future__ import annotations
 
 import contextvars
+import random
 from collections.abc import Iterable
 from typing import Any
 
 _tracer: Any = None  # the SDK's tracer once configured; None: tracing off
 _provider: Any = None
+_ratio = 1.0  # the share of requests traced that come without a sampled traceparent
 _request_span: contextvars.ContextVar[Any] = contextvars.ContextVar("switchyard_request_span", default=None)
 
 # gen_ai.provider.name per provider module (the convention's well-known values).
@@ -60,11 +62,14 @@ class _Span:
         self._span.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
-def configure(endpoint: str | None, service_name: str = "switchyard") -> bool:
-    """Start exporting spans to an OTLP/HTTP collector at `endpoint` (its base or its /v1/traces)."""
-    global _tracer, _provider
+def configure(endpoint: str | None, service_name: str = "switchyard", sample_ratio: float = 1.0) -> bool:
+    """Start exporting spans to an OTLP/HTTP collector at `endpoint` (its base or its /v1/traces).
+    `sample_ratio`: the share of requests traced (a caller's sampled `traceparent` always is); a
+    traced request costs about as much CPU again as an untraced one, an untraced one nothing."""
+    global _tracer, _provider, _ratio
     if not endpoint:
         return False
+    _ratio = sample_ratio
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -86,20 +91,33 @@ def shutdown() -> None:
 
 
 def enabled() -> bool:
+    """Tracing is configured (this request may still be unsampled: see `traced`)."""
     return _tracer is not None
+
+
+def traced() -> bool:
+    """The current request is being traced."""
+    return _tracer is not None and _request_span.get() is not None
 
 
 def start_request(method: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> Any:
     """The server span of one request, current from now on (call `end_request` with what this
-    returns). The caller's W3C `traceparent`/`tracestate` make it a child of the caller's span."""
+    returns), or None when the request is not sampled. The caller's W3C `traceparent`/`tracestate`
+    make it a child of the caller's span, and its sampled flag decides."""
     if _tracer is None:
+        return None
+    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
+    parent = carrier.get("traceparent")
+    if parent is not None and len(parent) == 55:
+        if not int(parent[-2:], 16) & 1:
+            return None  # the caller does not trace this one
+    elif _ratio < 1.0 and random.random() >= _ratio:
         return None
     from opentelemetry import context, trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
-    parent = TraceContextTextMapPropagator().extract(carrier) if carrier else None
-    span = _tracer.start_span(f"{method} {path}", context=parent, kind=trace.SpanKind.SERVER,
+    ctx = TraceContextTextMapPropagator().extract(carrier) if carrier else None
+    span = _tracer.start_span(f"{method} {path}", context=ctx, kind=trace.SpanKind.SERVER,
                               attributes={"http.request.method": method, "url.path": path})
     token = context.attach(trace.set_span_in_context(span))
     marker = _request_span.set(span)
@@ -123,8 +141,8 @@ def end_request(started: Any, status: int, request_id: str) -> None:
 
 
 def span(name: str, attributes: dict[str, Any] | None = None) -> _Span | _NoSpan:
-    """A child span of the current one (internal work: admission, settlement)."""
-    if _tracer is None:
+    """A child span of the current request's (internal work: admission, settlement)."""
+    if _tracer is None or _request_span.get() is None:
         return _NO_SPAN
     from opentelemetry import trace
 
@@ -134,7 +152,7 @@ def span(name: str, attributes: dict[str, Any] | None = None) -> _Span | _NoSpan
 def upstream_attempt(operation: str, dep: Any) -> _Span | _NoSpan:
     """A client span per upstream attempt at deployment `dep`, named as the GenAI conventions say:
     `{operation} {model}` (the model the upstream knows)."""
-    if _tracer is None:
+    if _tracer is None or _request_span.get() is None:
         return _NO_SPAN
     from urllib.parse import urlsplit
 

@@ -197,7 +197,7 @@ def build_app(settings: Settings) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tracing.configure(settings.otlp_endpoint, settings.trace_service_name)
+        tracing.configure(settings.otlp_endpoint, settings.trace_service_name, settings.trace_sample_ratio)
         await directory.load()
         directory.start_polling()
         writer.start()

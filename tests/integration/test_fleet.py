@@ -20,6 +20,7 @@ from tests.conftest import StandInUpstream
 from tests.fleet import Fleet, Load, Outcome, restart_postgres
 
 NANO = Decimal(10) ** 9
+RPM = 12  # the rate-limited key's limit: well below what its share of the load asks for
 
 
 def _cost_of_one(fleet: Fleet, key: str) -> Decimal:
@@ -52,16 +53,16 @@ def test_fleet_keeps_its_promises_through_failures(tmp_path: Path, pg_url: str, 
         plain = [fleet.admin("POST", "/keys", json={"org_id": a})["key"] for _ in range(2)]
         _wait_until(lambda: all(_known(fleet, plain[0]) for _ in range(12)), 30, "a key never reached every worker")
         c = _cost_of_one(fleet, plain[0])  # every request of the load costs the same
-        budget = fleet.admin("POST", "/keys", json={"org_id": a, "budget_usd": str(c * 60)})
-        overdraft = fleet.admin("POST", "/keys", json={"org_id": a, "budget_usd": str(c * 40), "overdraft_usd": str(c * 10)})
+        budget = fleet.admin("POST", "/keys", json={"org_id": a, "budget_usd": str(c * 25)})
+        overdraft = fleet.admin("POST", "/keys", json={"org_id": a, "budget_usd": str(c * 15), "overdraft_usd": str(c * 5)})
         b = fleet.admin("POST", "/organizations", json={"name": "small", "tier": "unlimited"})["id"]
-        fleet.admin("POST", f"/organizations/{b}/topup", json={"amount_usd": str(c * 150)})
+        fleet.admin("POST", f"/organizations/{b}/topup", json={"amount_usd": str(c * 60)})
         small = fleet.admin("POST", "/keys", json={"org_id": b})["key"]
         d = fleet.admin("POST", "/organizations", json={"name": "limited", "tier": "unlimited"})["id"]
         fleet.admin("POST", f"/organizations/{d}/topup", json={"amount_usd": "10"})
-        limited = fleet.admin("POST", "/keys", json={"org_id": d, "rpm_limit": 60})["key"]
+        limited = fleet.admin("POST", "/keys", json={"org_id": d, "rpm_limit": RPM})["key"]
         keys = [*plain, budget["key"], overdraft["key"], small, limited]
-        allowed = {budget["id"]: int(c * 60 * NANO), overdraft["id"]: int(c * 50 * NANO)}
+        allowed = {budget["id"]: int(c * 25 * NANO), overdraft["id"]: int(c * 20 * NANO)}
         for key in keys:  # every worker of every replica knows every key before the load
             _wait_until(lambda: all(_known(fleet, key) for _ in range(12)), 30, "a key never reached every worker")
 
@@ -103,7 +104,7 @@ def test_fleet_keeps_its_promises_through_failures(tmp_path: Path, pg_url: str, 
 
         asyncio.run(scenario())
         outcomes = load.outcomes
-        assert len(outcomes) > 300, len(outcomes)
+        assert len(outcomes) > 200, len(outcomes)
 
         # What clients saw.
         seen: dict[str, int] = {}
@@ -127,7 +128,7 @@ def test_fleet_keeps_its_promises_through_failures(tmp_path: Path, pg_url: str, 
             postgres = events["pg_down"] - 0.5 <= o.started <= events["pg_up"] + 5
             assert redis or postgres, ("a 503 while every dependency was up", o, events)
         print("fleet outcomes:", seen, {k: round(v - events["kill"], 1) for k, v in events.items()})
-        assert seen.get("200", 0) > 200, seen
+        assert seen.get("200", 0) > 100, seen
         assert any(k.startswith("429 insufficient_quota") for k in seen), seen
         assert any(k.startswith("429 rate_limit_exceeded") for k in seen), seen
 
@@ -142,21 +143,21 @@ def test_fleet_keeps_its_promises_through_failures(tmp_path: Path, pg_url: str, 
 
         # Budgets held across replicas.
         spent = {k["id"]: k for k in fleet.admin("GET", "/keys", params={"org": a})["data"]}
-        assert spent[budget["id"]]["spent_nanos"] <= int(c * 60 * NANO)
-        assert spent[overdraft["id"]]["spent_nanos"] <= int(c * 50 * NANO)
+        assert spent[budget["id"]]["spent_nanos"] <= int(c * 25 * NANO)
+        assert spent[overdraft["id"]]["spent_nanos"] <= int(c * 20 * NANO)
         small_balance = fleet.admin("GET", f"/organizations/{b}/balance")
         assert small_balance["balance_nanos"] >= 0 and small_balance["consistent"], small_balance
         for org in (a, b, d):
             assert fleet.admin("GET", f"/organizations/{org}/balance")["consistent"]
 
-        # The rate-limited key: 60 a minute, a bucket of 60 refilled 1 a second, over every
+        # The rate-limited key: RPM a minute, a bucket of RPM refilled RPM/60 a second, over every
         # 20-second window that does not span the Redis restart (which refilled every bucket).
         admitted = sorted(o.started for o in outcomes if o.key == limited and o.status != 429 and o.status != 503)
         for i, start in enumerate(admitted):
             if start <= events["redis_down"] <= start + 20:
                 continue
             in_window = sum(1 for t in admitted[i:] if t < start + 20)
-            assert in_window <= 60 + 20 + 2, (in_window, start)
+            assert in_window <= RPM + RPM * 20 / 60 + 2, (in_window, start)
 
         # Quiet again: no hold left anywhere, every counter back to what the database says.
         _wait_until(lambda: len(fleet.owners()) == len(fleet.live_owners()), 30, "dead owners left")

@@ -27,7 +27,7 @@ def _spans_of(receiver: OtlpReceiver, trace_id: str, at_least: int) -> list[Span
 def test_a_request_leaves_a_span_tree_with_genai_attributes(tmp_path: Path, upstream: StandInUpstream) -> None:
     receiver = OtlpReceiver().start()
     config = upstream_config(upstream)
-    config["tracing"] = {"otlp_endpoint": receiver.endpoint, "service_name": "switchyard-test"}
+    config["tracing"] = {"otlp_endpoint": receiver.endpoint, "service_name": "switchyard-test", "sample_ratio": 1}
     config["models"]["fallback"] = {"deployments": [
         {"provider": "openai", "base_url": upstream.base_url, "api_key_env": "STANDIN_KEY", "model": "status-503",
          "catalog": "gpt-5.2", "retries": 0},
@@ -78,6 +78,31 @@ def test_a_request_leaves_a_span_tree_with_genai_attributes(tmp_path: Path, upst
         assert streamed[0].attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
         # Nothing of the prompt is in any span.
         assert not any("Hello" in str(v) or "Hi" == v for s in receiver.received for v in s.attributes.values())
+    finally:
+        gw.stop()
+        receiver.stop()
+
+
+def test_only_sampled_requests_are_traced(tmp_path: Path, upstream: StandInUpstream) -> None:
+    """sample_ratio 0: no trace of its own, but a caller's sampled traceparent is always followed
+    and an unsampled one never."""
+    receiver = OtlpReceiver().start()
+    config = upstream_config(upstream)
+    config["tracing"] = {"otlp_endpoint": receiver.endpoint, "sample_ratio": 0}
+    gw = start_gateway(tmp_path, config=config, env={"STANDIN_KEY": "x", "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    try:
+        client = gw.client(USER_KEY)
+        hello = [{"role": "user", "content": "Hello"}]
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-5.2", messages=hello)
+        client.chat.completions.create(model="gpt-5.2", messages=hello,
+                                       extra_headers={"traceparent": f"00-{'1' * 32}-{CALLER_SPAN}-00"})
+        client.chat.completions.create(model="gpt-5.2", messages=hello,
+                                       extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
+        spans = _spans_of(receiver, CALLER_TRACE, 4)
+        time.sleep(0.5)  # anything else exported meanwhile would be here too
+        assert {s.trace_id for s in receiver.received} == {CALLER_TRACE}, receiver.received
+        assert len([s for s in spans if s.kind == 2]) == 1
     finally:
         gw.stop()
         receiver.stop()
