@@ -73,6 +73,18 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
+def redis_stats(url: str) -> dict[str, int]:
+    """Calls per command since Redis started (INFO commandstats), the bench's own INFO aside."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10)
@@ -82,6 +94,7 @@ def main() -> None:
     ap.add_argument("--no-metrics", action="store_true", help="metrics.enabled: false")
     ap.add_argument("--json-logs", action="store_true", help="SWITCHYARD_LOG_FORMAT=json at log level info")
     ap.add_argument("--redis", help="SWITCHYARD_REDIS_URL: limits and holds in Redis")
+    ap.add_argument("--profile", help="py-spy the worker during each run; collapsed stacks to PROFILE.<mode>.txt")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -121,23 +134,42 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{gw_port}/healthz")
         worker = gateway.pid  # one worker: uvicorn serves in the process itself
         results: dict[str, list[float]] = {"non-stream": [], "stream": []}
+        redis_calls: dict[str, list[tuple[float, float]]] = {"non-stream": [], "stream": []}
         for _ in range(args.rounds):
             for mode, script in (("non-stream", "wrk_chat.lua"), ("stream", "wrk_chat_stream.lua")):
+                stats = redis_stats(args.redis) if args.redis else None
                 before = cpu_seconds(worker)
+                spy = None
+                if args.profile:
+                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(worker),
+                                            "-d", str(args.duration), "-r", "250", "-f", "raw", "--nonblocking",
+                                            "-o", f"{args.profile}.{mode}.txt"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 out = subprocess.run(
                     ["wrk", "-t1", "-c50", f"-d{args.duration}s", "-s", str(ROOT / "bench" / script),
                      "-H", f"Authorization: Bearer {key}", f"http://127.0.0.1:{gw_port}/v1/chat/completions"],
                     capture_output=True, text=True, check=True).stdout
                 used = cpu_seconds(worker) - before
+                if spy is not None:
+                    spy.wait(30)
                 line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
                 counts = json.loads(line[len("WRKJSON "):])
                 if counts["non2xx"] or counts["bad_body"]:
                     sys.exit(f"{mode}: {counts['non2xx']} non-2xx and {counts['bad_body']} bad answers")
                 requests = counts["requests"]
                 results[mode].append(used / requests * 1e6)
+                if stats is not None:
+                    after = redis_stats(args.redis)
+                    scripts = sum(after.get(c, 0) - stats.get(c, 0) for c in ("evalsha", "eval"))
+                    every = sum(after.values()) - sum(stats.values()) - scripts
+                    redis_calls[mode].append((scripts / requests, every / requests))
         for mode, values in results.items():
             print(f"{mode:11} CPU per request: median {statistics.median(values):7.0f} us "
                   f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+            if redis_calls[mode]:
+                scripts, inner = redis_calls[mode][-1]
+                print(f"{'':11} Redis per request: {scripts:.2f} script calls (settlement's two share a round trip), "
+                      f"{inner:.1f} commands inside them")
     finally:
         gateway.terminate()
         gateway.wait(15)

@@ -33,6 +33,7 @@ from switchyard.metering.units import media_cost_nanos
 from switchyard.observability import tracing
 from switchyard.metering.usage import within_bounds
 from switchyard.routing.table import Deployment
+from switchyard.store.redis_client import ScriptBatch
 from switchyard.wire.chat import ChatRequest
 from switchyard.wire.errors import GatewayError
 
@@ -89,7 +90,10 @@ class Billing:
         max_reserve_tokens: int | None = None,
         price_groups: Mapping[str, Mapping[str, Decimal]] | None = None,
         periods: Periods | None = None,
+        redis: Any = None,
     ) -> None:
+        """`redis`: the client shared by `funds` and `limiter` when both live in Redis (their
+        settlement calls then go in one round trip)."""
         self.funds = funds
         self.limiter = limiter
         self.tiers = tiers
@@ -99,6 +103,7 @@ class Billing:
         self.price_groups = price_groups or {}
         self.periods = periods or Periods()  # budget periods, in the configured time zone
         self.anomalies = 0  # bills this worker capped at their hold (see `settle`)
+        self.redis = redis
 
     def multiplier(self, principal: Principal, model: str) -> Decimal:
         """What this organisation pays of the list price of `model` (a public name). In memory."""
@@ -287,8 +292,7 @@ class Billing:
             if committed.cancelled():
                 # The client left while its bill commits: the writer commits it anyway, so the hold
                 # is released as settled (not given back whole) before the cancellation goes on.
-                await self._release(ticket.hold, cost)
-                await self._correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
+                await self._finish(ticket, cost, usage.input_tokens + usage.output_tokens)
             else:
                 await self._release(ticket.hold, 0)
             raise
@@ -300,8 +304,7 @@ class Billing:
                                    "nothing was charged. Retry shortly.", type="server_error",
                                    code="service_unavailable", headers={"retry-after": "2"}) from exc
             raise
-        await self._release(ticket.hold, cost)
-        await self._correct(ticket.scopes, ticket.rate_tokens, usage.input_tokens + usage.output_tokens)
+        await self._finish(ticket, cost, usage.input_tokens + usage.output_tokens)
 
     def record_unserved(
         self, request_id: str, principal: Principal, *, model: str, endpoint: str, status: str,
@@ -326,20 +329,34 @@ class Billing:
         if ticket.settled:
             return
         ticket.settled = True
-        await self._release(ticket.hold, 0)
-        await self._correct(ticket.scopes, ticket.rate_tokens, 0)
+        await self._finish(ticket, 0, 0)
+
+    async def _finish(self, ticket: Ticket, settled: int, tokens: int) -> None:
+        """Drop the hold (keeping `settled`) and true up the rate-limit tokens: with Redis, both in
+        one round trip."""
+        if self.redis is None:
+            await self._release(ticket.hold, settled)
+            await self._correct(ticket.scopes, ticket.rate_tokens, tokens)
+            return
+        batch = ScriptBatch(self.redis)
+        await self._release(ticket.hold, settled, batch)
+        await self._correct(ticket.scopes, ticket.rate_tokens, tokens, batch)
+        try:
+            await batch.run()
+        except RedisError as exc:
+            log.error("could not release a hold or correct rate-limit tokens in Redis: %s", exc)
 
     # After a request is billed, a Redis outage must not turn its answer into an error: the
-    # shared counters are then a little conservative (a hold kept) until `serve` restarts.
-    async def _release(self, hold: Hold, settled: int) -> None:
+    # shared counters are then a little conservative (a hold kept, retried by the lease keeper).
+    async def _release(self, hold: Hold, settled: int, batch: ScriptBatch | None = None) -> None:
         try:
-            await self.funds.release(hold, settled)
+            await self.funds.release(hold, settled, batch)
         except RedisError as exc:
             log.error("could not release a hold in Redis: %s", exc)
 
-    async def _correct(self, scopes: list[Scope], estimated: int, actual: int) -> None:
+    async def _correct(self, scopes: list[Scope], estimated: int, actual: int, batch: ScriptBatch | None = None) -> None:
         try:
-            await self.limiter.correct(scopes, estimated, actual)
+            await self.limiter.correct(scopes, estimated, actual, batch)
         except (RuntimeError, RedisError) as exc:
             log.error("could not correct rate-limit tokens: %s", exc)
 

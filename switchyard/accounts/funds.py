@@ -87,7 +87,7 @@ class Funds:
         return Hold(org.id, key.id, amount_nanos, key_period=key_period, org_period=org_period,
                     counted_org_budget=org.budget_nanos is not None)
 
-    async def release(self, hold: Hold, settled_nanos: int = 0) -> None:
+    async def release(self, hold: Hold, settled_nanos: int = 0, batch: Any = None) -> None:
         """Drop the hold (once). The settled cost is already in the cached balance by then."""
         if hold.released:
             return

@@ -41,7 +41,8 @@ from redis.exceptions import RedisError
 from switchyard.accounts.funds import Hold, budget_refusal, insufficient_quota
 from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
-from switchyard.store.redis_client import bounded_client
+from switchyard.store.redis_client import ScriptBatch, bounded_client
+from switchyard.store.redis_pipe import RedisPipe
 from switchyard.wire.errors import GatewayError
 
 log = logging.getLogger("switchyard.funds")
@@ -168,10 +169,12 @@ def namespace(database_url: str) -> str:
 
 class SharedFunds:
     def __init__(self, url: str, database_url: str, client: aioredis.Redis | None = None,
-                 committed: CommittedCosts | None = None, lease_seconds: float = LEASE_SECONDS) -> None:
+                 committed: CommittedCosts | None = None, lease_seconds: float = LEASE_SECONDS,
+                 pipe: RedisPipe | None = None) -> None:
         """`client`: the worker's bounded Redis client (shared, not closed here); by default one of
         its own, as the CLI uses. `committed`: looks up bills by request id, for reaping a dead
-        owner's holds; a worker that serves requests has it and `start`s its lease."""
+        owner's holds; a worker that serves requests has it and `start`s its lease. `pipe`: the
+        worker's lean client, for the calls every request makes (reserve, release)."""
         self._owned = client is None
         self._redis = client if client is not None else bounded_client(url, timeout=2.0)
         self._prefix = namespace(database_url)
@@ -182,6 +185,7 @@ class SharedFunds:
         self._credit = self._redis.register_script(_CREDIT)
         self._forget_owner = self._redis.register_script(_FORGET_OWNER)
         self._committed = committed
+        self._pipe = pipe
         self._lease_ms = max(1000, int(lease_seconds * 1000))
         self._renew_every = min(1.0, lease_seconds / 4)
         self._reap_every = lease_seconds / 2
@@ -234,9 +238,12 @@ class SharedFunds:
         if counters:
             live = _Live(hold, _hold_keys(counters),
                          " ".join([str(amount_nanos), request_id or "-", *counters]))
-            refused, left = await self._reserve(
-                keys=[self._name("epoch"), self._name("recovering"), self._holds, *live.keys],
-                args=[amount_nanos, hold.id, live.record, _token(), GRACE_MS, *starts, *ttls])
+            keys = [self._name("epoch"), self._name("recovering"), self._holds, *live.keys]
+            args = [amount_nanos, hold.id, live.record, _token(), GRACE_MS, *starts, *ttls]
+            if self._pipe is not None:
+                refused, left = await self._pipe.evalsha(self._reserve.sha, _RESERVE, keys, args)
+            else:
+                refused, left = await self._reserve(keys=keys, args=args)
             if refused == -1:
                 raise recovering(int(left))
             if refused:
@@ -252,7 +259,9 @@ class SharedFunds:
         self._held[org.id] += amount_nanos
         return hold
 
-    async def release(self, hold: Hold, settled_nanos: int = 0) -> None:
+    async def release(self, hold: Hold, settled_nanos: int = 0, batch: ScriptBatch | None = None) -> None:
+        """Give back the hold minus what was settled; with `batch`, queued to go with the
+        request's other settlement calls (one round trip)."""
         if hold.released:
             return
         hold.released = True
@@ -262,16 +271,28 @@ class SharedFunds:
         live = self._live.pop(hold.id, None)
         if live is None:
             return
-        try:
-            await self._give_back(live, hold.amount_nanos - settled_nanos)
-        except RedisError:
+        back = hold.amount_nanos - settled_nanos
+
+        def retry_later() -> None:
             # Retried by the lease keeper once Redis answers: until then the hold stays counted.
-            self._unreleased[hold.id] = (live, hold.amount_nanos - settled_nanos)
+            self._unreleased[hold.id] = (live, back)
+
+        if batch is not None:
+            batch.add(self._release.sha, _RELEASE, [self._holds, self._holds, *live.keys],
+                      [hold.id, back, hold.amount_nanos], on_error=retry_later)
+            return
+        try:
+            await self._give_back(live, back)
+        except RedisError:
+            retry_later()
             raise
 
     async def _give_back(self, live: _Live, back: int, guard: str | None = None) -> int:
-        return int(await self._release(keys=[guard or self._holds, self._holds, *live.keys],
-                                       args=[live.hold.id, back, live.hold.amount_nanos]))
+        keys = [guard or self._holds, self._holds, *live.keys]
+        args = [live.hold.id, back, live.hold.amount_nanos]
+        if self._pipe is not None:
+            return int(await self._pipe.evalsha(self._release.sha, _RELEASE, keys, args))
+        return int(await self._release(keys=keys, args=args))
 
     async def credit_org(self, org_id: str, delta_nanos: int) -> None:
         if delta_nanos:

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from switchyard.limits.tiers import Limits
 
@@ -54,8 +54,9 @@ class RateLimiter(Protocol):
         """Consume 1 request and ``tokens`` tokens from every scope, or nothing if any would be exceeded."""
         ...
 
-    async def correct(self, scopes: Sequence[Scope], estimated: int, actual: int) -> None:
-        """At settlement: give back or take the difference between estimated and actual tokens."""
+    async def correct(self, scopes: Sequence[Scope], estimated: int, actual: int, batch: Any = None) -> None:
+        """At settlement: give back or take the difference between estimated and actual tokens
+        (`batch`: a Redis limiter queues it there, to go with the hold's release)."""
         ...
 
     async def close(self) -> None: ...
@@ -236,7 +237,7 @@ class LocalRateLimiter:
     async def admit(self, scopes: Sequence[Scope], tokens: int) -> Admission:
         return self.admit_sync(scopes, tokens)
 
-    async def correct(self, scopes: Sequence[Scope], estimated: int, actual: int) -> None:
+    async def correct(self, scopes: Sequence[Scope], estimated: int, actual: int, batch: Any = None) -> None:
         self.correct_sync(scopes, estimated, actual)
 
     async def close(self) -> None:

@@ -22,7 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from switchyard.store.redis_client import bounded_client
+from switchyard.store.redis_client import ScriptBatch, bounded_client
+from switchyard.store.redis_pipe import RedisPipe
 
 from switchyard.limits.limiter import (
     IDLE_TTL,
@@ -142,11 +143,14 @@ class RedisRateLimiter:
         max_connections: int = 64,
         idle_ttl: float = IDLE_TTL,
         client: Any = None,
+        pipe: RedisPipe | None = None,
     ) -> None:
-        """`client`: a Redis client shared with the worker's other parts (then not closed here)."""
+        """`client`: a Redis client shared with the worker's other parts (then not closed here);
+        `pipe`: the worker's lean client, used for every call when given."""
         self._owned = client is None
         self._redis = client if client is not None else bounded_client(url, timeout=timeout, max_connections=max_connections)
         self._prefix = prefix
+        self._pipe = pipe
         self._idle_ms = round(idle_ttl * 1000)
         kwargs = self._redis.connection_pool.connection_kwargs
         # Host and port only: the URL may carry a password.
@@ -161,22 +165,33 @@ class RedisRateLimiter:
         levels = [(_level(reply, i, 0, s.limits.rpm), _level(reply, i, 1, s.limits.tpm)) for i, s in enumerate(limited)]
         return build_admission(limited, tokens, levels, bool(reply[0]))
 
-    async def correct(self, scopes: Sequence[Scope], estimated: int, actual: int) -> None:
+    async def correct(self, scopes: Sequence[Scope], estimated: int, actual: int, batch: ScriptBatch | None = None) -> None:
+        """`batch`: queued with the request's other settlement calls (one round trip)."""
         delta = estimated - actual
         limited = [s for s in unique_limited(scopes) if s.limits.tpm is not None]
         if delta and limited:
+            if batch is not None:
+                keys, args = self._command("correct", delta * UNIT, limited)
+                batch.add(_SHA, _SCRIPT, keys, args)
+                return
             await self._run("correct", delta * UNIT, limited)
 
     async def close(self) -> None:
         if self._owned:
             await self._redis.aclose()
 
-    async def _run(self, op: str, amount: int, scopes: Sequence[Scope]) -> list[Any]:
+    def _command(self, op: str, amount: int, scopes: Sequence[Scope]) -> tuple[list[Any], list[Any]]:
         keys = [self._prefix + s.name for s in scopes]
-        args: list[str | int] = [op, amount, self._idle_ms]
+        args: list[Any] = [op, amount, self._idle_ms]
         for s in scopes:
             args += [_arg(s.limits.rpm), _arg(s.limits.tpm)]
+        return keys, args
+
+    async def _run(self, op: str, amount: int, scopes: Sequence[Scope]) -> list[Any]:
+        keys, args = self._command(op, amount, scopes)
         try:
+            if self._pipe is not None:
+                return await self._pipe.evalsha(_SHA, _SCRIPT, keys, args)  # type: ignore[no-any-return]
             try:
                 return await self._redis.evalsha(_SHA, len(keys), *keys, *args)  # type: ignore[no-any-return]
             except NoScriptError:

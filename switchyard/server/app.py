@@ -55,6 +55,7 @@ from switchyard.server.routes import routes
 from switchyard.server.state import AppState
 from switchyard.store.database import Store, default_url
 from switchyard.store.redis_client import bounded_client
+from switchyard.store.redis_pipe import RedisPipe
 from switchyard.wire.errors import GatewayError, server_error
 
 log = logging.getLogger("switchyard.server")
@@ -132,14 +133,18 @@ def build_app(settings: Settings) -> ASGIApp:
     # Usage events reach consoles on every worker: through Redis when there is one.
     shared_events = SharedUsageEvents(events, redis, cache_namespace(database_url)) if redis is not None else None
     writer.listeners.append(shared_events.publish if shared_events is not None else events.publish)
-    limiter: RateLimiter = RedisRateLimiter(settings.redis_url, client=redis) if settings.redis_url else LocalRateLimiter()
+    # The calls every request makes (limits, holds, their settlement) go through a lean client
+    # of their own: one pipelined connection (see store/redis_pipe.py).
+    pipe = RedisPipe(settings.redis_url, timeout=2.0) if settings.redis_url else None
+    limiter: RateLimiter = (RedisRateLimiter(settings.redis_url, client=redis, pipe=pipe) if settings.redis_url
+                            else LocalRateLimiter())
     funds: Funds | SharedFunds = (
         SharedFunds(settings.redis_url, database_url, client=redis, committed=lambda ids: committed_costs(engine, ids),
-                    lease_seconds=settings.hold_lease_seconds)
+                    lease_seconds=settings.hold_lease_seconds, pipe=pipe)
         if settings.redis_url else Funds())
     periods = Periods(settings.budgets.timezone)
     billing = Billing(funds, limiter, tiers, writer, settings.default_output_estimate, settings.max_reserve_tokens,
-                      settings.price_groups, periods)
+                      settings.price_groups, periods, redis=pipe)
     cache = make_cache(settings.redis_url, cache_namespace(database_url), client=redis)
     files = FileStore(engine, settings.data_dir, settings.files_max_bytes, settings.files_batch_max_bytes)
     gateway = Gateway(table, billing, Router(), cache, responses=ResponseStore(engine), files=files,
@@ -240,6 +245,8 @@ def build_app(settings: Settings) -> ASGIApp:
             await cache.close()
             if redis is not None:
                 await redis.aclose()
+            if pipe is not None:
+                await pipe.close()
             await store.close()
             tracing.shutdown()
 
