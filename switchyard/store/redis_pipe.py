@@ -4,8 +4,8 @@ Each request makes two or three script calls (limits, the money hold, their sett
 redis-py each costs a pool checkout and return, a retry wrapper, command packing in Python and
 a reply read: about as much CPU as the rest of the request. Here a call packs its command,
 writes it at once and waits on a future; the connection's protocol feeds replies to hiredis and
-resolves the futures in order, so concurrent requests share one socket and, when their commands
-meet in the kernel's buffers, one round trip.
+resolves the futures in order, so concurrent requests share one socket, and the commands of one
+event-loop iteration one write (and, when they meet at Redis, one round trip).
 
 Errors are redis-py's (`ConnectionError`, `TimeoutError`, `ResponseError`, `NoScriptError`), so
 callers treat both clients alike. A call unanswered after `timeout` seconds closes the connection
@@ -50,6 +50,12 @@ class _Connection(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.lost: Exception | None = None
+        self.unsent: list[bytes] = []  # commands of this loop iteration, written together at its end
+
+    def flush(self) -> None:
+        unsent, self.unsent = self.unsent, []
+        if self.transport is not None and unsent and self.lost is None:
+            self.transport.write(b"".join(unsent))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -117,7 +123,10 @@ class RedisPipe:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         assert conn.transport is not None
         conn.waiting.append((future, time.monotonic()))
-        conn.transport.write(_pack(args))
+        if not conn.unsent:
+            # Requests resumed in the same loop iteration share one write (one syscall).
+            asyncio.get_running_loop().call_soon(conn.flush)
+        conn.unsent.append(_pack(args))
         return future
 
     async def _connect(self) -> _Connection:
