@@ -145,16 +145,20 @@ class LedgerWriter:
         try:
             await self._commit_retrying([s for s, _ in batch])
         except Exception as exc:
-            if len(batch) > 1:
+            if len(batch) > 1 and not _unreachable(exc):
                 # One bad settlement (say, a batch line's result another worker already wrote)
                 # must not fail the others that shared its transaction: commit each alone.
                 log.warning("committing %d settlements together failed (%s); committing each alone", len(batch), exc)
                 for item in batch:
                     await self._commit_group([item])
                 return
-            log.exception("committing settlement %s failed", batch[0][0].request_id)
-            if not batch[0][1].done():
-                batch[0][1].set_exception(exc)
+            if _unreachable(exc):
+                log.error("the database stayed unreachable: %d settlements not committed (%s)", len(batch), exc)
+            else:
+                log.exception("committing settlement %s failed", batch[0][0].request_id)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
             return
         self._committed(batch, started)
 
@@ -171,9 +175,11 @@ class LedgerWriter:
                 log.exception("usage listener failed")
 
     async def _commit_retrying(self, batch: list[Settlement]) -> None:
-        """Commit, retrying while the database is unreachable (a restart, a failover) for up to
-        `retry_seconds`; the requests wait, their answers held until their bills are in."""
-        deadline = time.monotonic() + self.retry_seconds
+        """Commit, retrying while the database is unreachable (a restart, a failover) until the
+        oldest settlement is `retry_seconds` old; the requests wait, their answers held until
+        their bills are in. (From the settlements' own time: groups queued behind a long outage
+        fail at once instead of each waiting its own `retry_seconds`.)"""
+        deadline = time.monotonic() + self.retry_seconds - (time.time() - min(s.created_at for s in batch) / 1000)
         delay = 0.05
         lost_connection = False
         while True:

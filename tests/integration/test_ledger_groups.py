@@ -53,3 +53,44 @@ def test_a_conflicting_row_fails_only_its_own_settlement(tmp_path: Path, backend
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], Exception)
     assert usage == 3 and balance == 1000 - 3 * 7  # the failed one billed nothing
+
+
+def test_an_unreachable_database_fails_the_group_once_it_is_too_old_never_each_alone() -> None:
+    """Bills retried while PostgreSQL is unreachable (nothing listens on its port): the group fails
+    together when its oldest bill is `retry_seconds` old, not split into single retries; a group
+    already that old fails at its first try."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def run() -> tuple[list[BaseException | None], list[int], list[BaseException | None], list[int]]:
+        store = Store(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing")
+        writer = LedgerWriter(store, Directory(store.engine, {}, asyncio.Lock()), retry_seconds=0.6)
+        sizes: list[int] = []
+        commit = writer._commit
+
+        async def counted(batch: list[Settlement]) -> None:
+            sizes.append(len(batch))
+            await commit(batch)
+
+        writer._commit = counted  # type: ignore[method-assign]
+        writer.start()
+        now = int(time.time() * 1000)
+        fresh = [_settlement(f"req_{i}", i) for i in range(3)]
+        for s in fresh:
+            s.created_at = now
+        together = await asyncio.gather(*(writer.settle(s) for s in fresh), return_exceptions=True)
+        first_sizes, sizes[:] = list(sizes), []
+        old = _settlement("req_old", 9)
+        old.created_at = now - 60_000
+        late = await asyncio.gather(writer.settle(old), return_exceptions=True)
+        await store.close()
+        return list(together), first_sizes, list(late), list(sizes)
+
+    together, sizes, late, late_sizes = asyncio.run(run())
+    assert all(isinstance(r, Exception) for r in together), together
+    assert len(sizes) > 1 and set(sizes) == {3}  # retried as one group, never each alone
+    assert isinstance(late[0], Exception) and late_sizes == [1]  # too old: one try only
