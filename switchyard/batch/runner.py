@@ -52,6 +52,7 @@ class _Job:
 
     batch: BatchRecord
     lost: bool = False  # the lease went to someone else: stop at once
+    pending: int = 0  # lines not yet answered, as last counted
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # look at the batch again now
 
 
@@ -88,6 +89,11 @@ class BatchRunner:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    @property
+    def lines_queued(self) -> int:
+        """Lines not yet answered in the batches this worker is running (for /metrics)."""
+        return sum(job.pending for job in self._jobs.values())
 
     def wake(self) -> None:
         """A batch was created or cancelled here: look now rather than at the next poll."""
@@ -261,6 +267,7 @@ class BatchRunner:
         while True:
             answered = await self.records.answered_lines(b.id)
             pending = [line for line in lines if line.line not in answered]
+            job.pending = len(pending)
             # `expired_at` set while still in progress: a run that crashed in the middle of expiring.
             if job.batch.expired_at is not None or (pending and now_ms() >= b.expires_at):
                 await self._expire(job.batch, pending)

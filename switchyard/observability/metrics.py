@@ -47,6 +47,8 @@ class Metrics:
         self.commit_seconds = Histogram("switchyard_ledger_commit_seconds", "One group commit of bills.",
                                         buckets=_LATENCY)
         self.commit_group = Histogram("switchyard_ledger_group_size", "Bills per group commit.", buckets=_GROUP)
+        self.batch_lines = Gauge("switchyard_batch_lines_queued", "Batch lines not yet answered, in running batches.",
+                                 multiprocess_mode="livesum")
         self.in_flight = Gauge("switchyard_in_flight_requests", "Requests an upstream is answering now.",
                                ["deployment"], multiprocess_mode="livesum")
         self.breaker_open = Gauge("switchyard_breaker_open", "1 while a deployment's circuit breaker is open.",
@@ -112,10 +114,12 @@ class GaugeSampler(Background):
     """Each worker sets its gauges every second (in-flight requests and breakers are per worker;
     a scrape reaches one worker, so the others must have written theirs already)."""
 
-    def __init__(self, metrics: Metrics, deployments: Callable[[], Iterable[tuple[str, int, bool]]]) -> None:
-        self.metrics, self.deployments = metrics, deployments
+    def __init__(self, metrics: Metrics, deployments: Callable[[], Iterable[tuple[str, int, bool]]],
+                 batch_lines: Callable[[], int] = lambda: 0) -> None:
+        self.metrics, self.deployments, self.batch_lines = metrics, deployments, batch_lines
 
     def sample(self) -> None:
+        self.metrics.batch_lines.set(self.batch_lines())
         for dep_id, in_flight, is_open in self.deployments():
             self.metrics.in_flight.labels(dep_id).set(in_flight)
             self.metrics.breaker_open.labels(dep_id).set(1 if is_open else 0)

@@ -196,7 +196,8 @@ def build_app(settings: Settings) -> ASGIApp:
         writer.listeners.append(metrics.on_settled)
         writer.on_commit = metrics.timed_commit
         gauges = GaugeSampler(metrics, lambda: [(dep.id, router.health_of(dep).in_flight,
-                                                 router.health_of(dep).breaker_open) for dep in table.deployments()])
+                                                 router.health_of(dep).breaker_open) for dep in table.deployments()],
+                              lambda: batches.lines_queued)
     retention = settings.usage
     pruner = Pruner(engine, retention.retention_days, retention.prune_batch) if retention.retention_days else None
 

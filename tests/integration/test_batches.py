@@ -26,7 +26,7 @@ import pytest
 from openai import OpenAI
 from openai.types import Batch
 
-from tests.conftest import USER_KEY, Admin, Gateway, start_gateway, upstream_config
+from tests.conftest import MASTER_KEY, USER_KEY, Admin, Gateway, start_gateway, upstream_config
 from tests.openapi_spec import openapi, schema  # noqa: F401  (openapi is a fixture)
 from tests.standins.openai_upstream import StandInUpstream
 
@@ -635,5 +635,31 @@ def test_batch_expires_at_the_end_of_its_window(tmp_path: Path, standin: StandIn
             assert line["error"]["code"] == "batch_expired"
         # What was answered in time is delivered and billed; what expired costs nothing.
         check_billed_once(gw, org_id, outputs, start_balance)
+    finally:
+        gw.stop()
+
+
+def test_metrics_show_the_batch_lines_queued(tmp_path: Path, standin: StandInUpstream) -> None:
+    """switchyard_batch_lines_queued: while a batch runs, the lines it has left; then none."""
+    from tests.integration.test_metrics import scrape, total
+
+    gw = start(tmp_path / "queued", standin, SWITCHYARD_BATCH_CONCURRENCY="1")
+    try:
+        _, key = new_org(gw, "batch-metrics")
+        client = gw.client(key)
+        file_id = upload(client, [chat_line(f"q-{i}", max_tokens=5) for i in range(80)])
+        batch = client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+        seen = 0.0
+        deadline = time.monotonic() + 60
+        while seen == 0.0:
+            seen = total(scrape(gw.root, MASTER_KEY), "switchyard_batch_lines_queued")
+            assert time.monotonic() < deadline and client.batches.retrieve(batch.id).status not in FINAL
+            time.sleep(0.2)
+        assert 0 < seen <= 80
+        assert wait_batch(client, batch.id, is_final).status == "completed"
+        deadline = time.monotonic() + 30
+        while total(scrape(gw.root, MASTER_KEY), "switchyard_batch_lines_queued") != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
     finally:
         gw.stop()
