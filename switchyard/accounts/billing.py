@@ -34,6 +34,7 @@ from switchyard.observability import tracing
 from switchyard.metering.usage import within_bounds
 from switchyard.routing.table import Deployment
 from switchyard.store.redis_client import ScriptBatch
+from switchyard.store.redis_pipe import RedisPipe
 from switchyard.wire.chat import ChatRequest
 from switchyard.wire.errors import GatewayError
 
@@ -90,9 +91,9 @@ class Billing:
         max_reserve_tokens: int | None = None,
         price_groups: Mapping[str, Mapping[str, Decimal]] | None = None,
         periods: Periods | None = None,
-        redis: Any = None,
+        redis: RedisPipe | None = None,
     ) -> None:
-        """`redis`: the client shared by `funds` and `limiter` when both live in Redis (their
+        """`redis`: the worker's lean Redis client when `funds` and `limiter` live in Redis (their
         settlement calls then go in one round trip)."""
         self.funds = funds
         self.limiter = limiter

@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+
+from switchyard.store.redis_pipe import RedisPipe
 
 
 def bounded_client(
@@ -35,12 +36,12 @@ def bounded_client(
 
 
 class ScriptBatch:
-    """Lua script calls gathered to reach Redis in one round trip (a pipeline, not a transaction:
-    each script is atomic on its own). At settlement a request's hold release and its rate-limit
-    correction go together this way. `add` takes a failure callback, run if that call fails."""
+    """Lua script calls gathered to reach Redis together (each script atomic on its own): at
+    settlement a request's hold release and its rate-limit correction. Through the worker's lean
+    client (redis_pipe.RedisPipe) every call is written before any is awaited, so they share one
+    round trip. `add` takes a failure callback, run if that call fails."""
 
-    def __init__(self, client: Any) -> None:
-        """`client`: the worker's lean client (redis_pipe.RedisPipe) or a redis-py client."""
+    def __init__(self, client: RedisPipe) -> None:
         self._client = client
         self._calls: list[tuple[str, str, list[Any], list[Any], Callable[[], None] | None]] = []
 
@@ -51,39 +52,11 @@ class ScriptBatch:
     async def run(self) -> None:
         """Send everything; raises the first failure (after each failed call's callback ran)."""
         calls, self._calls = self._calls, []
-        if not calls:
-            return
-        if hasattr(self._client, "evalsha") and not isinstance(self._client, aioredis.Redis):
-            # The lean client pipelines on its own: every call is written before any is awaited.
-            results = await asyncio.gather(*(self._client.evalsha(sha, script, keys, args)
-                                             for sha, script, keys, args, _ in calls), return_exceptions=True)
-        elif len(calls) == 1:
-            results: list[Any] = [await _one(self._client, *calls[0][:4])]
-        else:
-            pipe = self._client.pipeline(transaction=False)
-            for sha, _, keys, args, _ in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except RedisError:
-                for *_, on_error in calls:
-                    if on_error is not None:
-                        on_error()
-                raise
-            for i, result in enumerate(results):
-                if isinstance(result, NoScriptError):  # Redis restarted: EVAL loads it again
-                    sha, script, keys, args, _ = calls[i]
-                    results[i] = await _one(self._client, sha, script, keys, args)
-        failure = next((r for r in results if isinstance(r, Exception)), None)
+        results = await asyncio.gather(*(self._client.evalsha(sha, script, keys, args)
+                                         for sha, script, keys, args, _ in calls), return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
         for (*_, on_error), result in zip(calls, results):
-            if isinstance(result, Exception) and on_error is not None:
+            if isinstance(result, BaseException) and on_error is not None:
                 on_error()
         if failure is not None:
             raise failure
-
-
-async def _one(client: aioredis.Redis, sha: str, script: str, keys: list[Any], args: list[Any]) -> Any:
-    try:
-        return await client.evalsha(sha, len(keys), *keys, *args)
-    except NoScriptError:
-        return await client.eval(script, len(keys), *keys, *args)
