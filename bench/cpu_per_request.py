@@ -11,6 +11,7 @@ CPU time (user + system, from /proc) by the requests it answered.
     python bench/cpu_per_request.py --no-metrics     # metrics.enabled: false
     python bench/cpu_per_request.py --json-logs      # one JSON line per request (log level info)
     python bench/cpu_per_request.py --redis redis://127.0.0.1:6379/0
+    python bench/cpu_per_request.py --modes many,1mb  # 200-chunk streams; 1 MB prompts, one at a time
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
+# mode -> (wrk script, its environment, connections)
+MODES = {
+    "non-stream": ("wrk_chat.lua", {}, 50),
+    "stream": ("wrk_chat_stream.lua", {}, 50),
+    "many": ("wrk_chat_stream.lua", {"BENCH_MODEL": "gpt-5.2-many"}, 50),
+    "1mb": ("wrk_chat.lua", {"BENCH_BODY_FILE": "1mb"}, 1),
+}
+
+
 def redis_stats(url: str) -> dict[str, int]:
     """Calls per command since Redis started (INFO commandstats), the bench's own INFO aside."""
     import redis
@@ -95,7 +105,11 @@ def main() -> None:
     ap.add_argument("--json-logs", action="store_true", help="SWITCHYARD_LOG_FORMAT=json at log level info")
     ap.add_argument("--redis", help="SWITCHYARD_REDIS_URL: limits and holds in Redis")
     ap.add_argument("--profile", help="py-spy the worker during each run; collapsed stacks to PROFILE.<mode>.txt")
+    ap.add_argument("--modes", default="non-stream,stream", help=f"comma list of {', '.join(MODES)}")
     args = ap.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if set(modes) - set(MODES):
+        ap.error(f"unknown modes: {', '.join(sorted(set(modes) - set(MODES)))}")
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
 
@@ -105,7 +119,10 @@ def main() -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (work / "config.yaml").write_text(json.dumps({
         "models": {"gpt-5.2": {"deployments": [{
-            "provider": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1", "model": "gpt-5.2"}]}},
+            "provider": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1", "model": "gpt-5.2"}]},
+                   "gpt-5.2-many": {"deployments": [{
+            "provider": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1", "model": "gpt-5.2-many",
+            "catalog": "gpt-5.2"}]}},
         "tiers": {"bench": {"rpm": 100000000, "tpm": 100000000000}},
         **({"metrics": {"enabled": False}} if args.no_metrics else {}),
     }))
@@ -133,10 +150,16 @@ def main() -> None:
     try:
         wait_http(f"http://127.0.0.1:{gw_port}/healthz")
         worker = gateway.pid  # one worker: uvicorn serves in the process itself
-        results: dict[str, list[float]] = {"non-stream": [], "stream": []}
-        redis_calls: dict[str, list[tuple[float, float]]] = {"non-stream": [], "stream": []}
+        results: dict[str, list[float]] = {m: [] for m in modes}
+        redis_calls: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        sys.path.insert(0, str(ROOT / "bench"))
+        from run import prompt_body
+
+        (work / "1mb").write_bytes(prompt_body(1024 * 1024))
         for _ in range(args.rounds):
-            for mode, script in (("non-stream", "wrk_chat.lua"), ("stream", "wrk_chat_stream.lua")):
+            for mode in modes:
+                script, wrk_env, connections = MODES[mode]
+                wrk_env = {k: str(work / v) if k == "BENCH_BODY_FILE" else v for k, v in wrk_env.items()}
                 stats = redis_stats(args.redis) if args.redis else None
                 before = cpu_seconds(worker)
                 spy = None
@@ -146,9 +169,9 @@ def main() -> None:
                                             "-o", f"{args.profile}.{mode}.txt"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 out = subprocess.run(
-                    ["wrk", "-t1", "-c50", f"-d{args.duration}s", "-s", str(ROOT / "bench" / script),
+                    ["wrk", "-t1", f"-c{connections}", f"-d{args.duration}s", "-s", str(ROOT / "bench" / script),
                      "-H", f"Authorization: Bearer {key}", f"http://127.0.0.1:{gw_port}/v1/chat/completions"],
-                    capture_output=True, text=True, check=True).stdout
+                    capture_output=True, text=True, check=True, env=dict(os.environ, **wrk_env)).stdout
                 used = cpu_seconds(worker) - before
                 if spy is not None:
                     spy.wait(30)
@@ -165,7 +188,8 @@ def main() -> None:
                     redis_calls[mode].append((scripts / requests, every / requests))
         for mode, values in results.items():
             print(f"{mode:11} CPU per request: median {statistics.median(values):7.0f} us "
-                  f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+                  f"(rounds: {', '.join(f'{v:.0f}' for v in values)})"
+                  + (f"; {statistics.median(values) / 204:.1f} us per event" if mode == "many" else ""))
             if redis_calls[mode]:
                 scripts, inner = redis_calls[mode][-1]
                 print(f"{'':11} Redis per request: {scripts:.2f} script calls (settlement's two share a round trip), "

@@ -47,12 +47,20 @@ SWITCHYARD_BIN = REPO / ".venv/bin/switchyard"
 MASTER_KEY = "sk-bench-master"
 MODEL = "gpt-5.2"
 CHAT_PATH = "/v1/chat/completions"
-GATEWAYS = ["switchyard", "litellm", "portkey"]
+# switchyard as production runs it, beside the peers: (workers, Redis for limits and money holds).
+SWITCHYARD_VARIANTS = {"switchyard": (1, False), "switchyard-redis": (1, True), "switchyard-2w": (2, True)}
+GATEWAYS = [*SWITCHYARD_VARIANTS, "litellm", "portkey"]
+PEERS_MEASURED = ["litellm", "portkey"]
 
 sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
 sys.path.insert(0, str(BENCH))
 import upstream as _upstream  # noqa: E402  (stdlib-only at import time)
 
+MANY_MODEL = _upstream.MANY_MODEL
+MANY_EVENTS = _upstream.MANY_CHUNKS + 4  # role, content chunks, finish, usage, [DONE]
+NORMAL_EVENTS = len(_upstream.REPLY_PIECES) + 4
+
+PROMPT_SIZES_KB = [1, 100, 1024]
 EXPECTED_TEXT = _upstream.REPLY_TEXT
 EXPECTED_USAGE = (_upstream.PROMPT_TOKENS, _upstream.COMPLETION_TOKENS)
 
@@ -517,13 +525,16 @@ def parse_prefixed(out: str, prefix: str) -> dict:
     raise RuntimeError(f"no {prefix} line in output:\n{out[-2000:]}")
 
 
-def run_wrk(wrk: str, port: int, headers: dict, stream: bool, duration: float, conc: int, cpu: str | None) -> dict:
+def run_wrk(wrk: str, port: int, headers: dict, stream: bool, duration: float, conc: int, cpu: str | None,
+            env: dict | None = None) -> dict:
+    """`env`: BENCH_MODEL or BENCH_BODY_FILE for the scripts (see bench/wrk_chat*.lua)."""
     script = BENCH / ("wrk_chat_stream.lua" if stream else "wrk_chat.lua")
     cmd = pin(cpu) + [wrk, "-t1", f"-c{conc}", f"-d{max(1, int(round(duration)))}s", "--timeout", "30s", "-s", str(script)]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     cmd.append(f"http://127.0.0.1:{port}{CHAT_PATH}")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
+                       env=dict(os.environ, **env) if env else None)
     r = parse_prefixed(p.stdout, "WRKJSON")
     for line in p.stdout.splitlines():
         if line.startswith("WRKFIRSTBAD "):
@@ -569,6 +580,130 @@ def run_openloop(py: Path, port: int, headers: dict, stream: bool, rate: float, 
     return r
 
 
+# --------------------------------------------------------------------------- extra columns
+
+
+def gateway_cpu(t: "Target") -> float:
+    return proc_cpu_seconds(process_tree(t.server.pid)) if t.server else 0.0
+
+
+def run_many_chunks(wrk: str, t: "Target", args, cpu: str | None) -> dict:
+    """Streams of MANY_EVENTS small events, one every --many-delay-ms, at the closed-loop
+    concurrency: what relaying costs per chunk, apart from the per-request work."""
+    g0 = gateway_cpu(t)
+    res = run_wrk(wrk, t.port, t.headers, True, args.duration, args.concurrency, cpu, env={"BENCH_MODEL": MANY_MODEL})
+    used = gateway_cpu(t) - g0
+    streams = res["requests"]
+    res["gateway_cpu_s"] = round(used, 3)
+    res["cpu_us_per_stream"] = round(used * 1e6 / streams, 1) if streams else None
+    res["cpu_us_per_chunk"] = round(used * 1e6 / (streams * MANY_EVENTS), 2) if streams else None
+    return res
+
+
+def prompt_body(size: int) -> bytes:
+    """A non-streaming request whose body is `size` bytes, most of it one user message of words."""
+    words = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge "
+             "boxing matches near the old harbour and count every token twice ").split()
+    head = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": ""}]}
+    room = size - len(json.dumps(head))
+    text, n = [], 0
+    i = 0
+    while n < room:
+        w = words[i % len(words)]
+        text.append(w)
+        n += len(w) + 1
+        i += 1
+    head["messages"][0]["content"] = " ".join(text)[:room]
+    return json.dumps(head).encode()
+
+
+class StallProbe(threading.Thread):
+    """Polls a target's health path on one keep-alive connection, one request a millisecond: the
+    slowest answer while big requests run is how long the server could not serve anyone else."""
+
+    def __init__(self, port: int, path: str):
+        super().__init__(daemon=True)
+        self.port, self.path = port, path
+        self.latencies: list[float] = []
+        self.stop_evt = threading.Event()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self.stop_evt.wait(0.001):
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", self.path)
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                continue
+            self.latencies.append((time.perf_counter() - t0) * 1000)
+        conn.close()
+
+
+def run_prompt_sizes(wrk: str, t: "Target", args, cpu: str | None, workdir: Path) -> dict:
+    """One client sending prompts of each size in turn: gateway CPU per request and per KB; then
+    the same again beside a StallProbe for the longest time the server stopped answering."""
+    out: dict = {}
+    for kb in PROMPT_SIZES_KB:
+        body = workdir / f"prompt-{kb}k.json"
+        body.write_bytes(prompt_body(kb * 1024))
+        g0 = gateway_cpu(t)
+        res = run_wrk(wrk, t.port, t.headers, False, args.duration, 1, cpu, env={"BENCH_BODY_FILE": str(body)})
+        used = gateway_cpu(t) - g0
+        done = res["requests"]
+        probe = StallProbe(t.port, t.ready_path)
+        probe.start()
+        stall_res = run_wrk(wrk, t.port, t.headers, False, max(3.0, args.duration / 3), 1, cpu, env={"BENCH_BODY_FILE": str(body)})
+        probe.stop_evt.set()
+        probe.join()
+        lat = sorted(probe.latencies)
+        out[f"{kb}k"] = {
+            "kb": kb, "requests": done, "rps": res["rps"], "p50_ms": res["p50_ms"],
+            "failed": res["non2xx"] + res["bad_body"] + res["socket_errors"]
+            + stall_res["non2xx"] + stall_res["bad_body"] + stall_res["socket_errors"],
+            "first_bad": res.get("first_bad") or stall_res.get("first_bad"),
+            "cpu_us_per_req": round(used * 1e6 / done, 1) if done else None,
+            "cpu_us_per_kb": round(used * 1e6 / done / kb, 2) if done else None,
+            "probe_p50_ms": round(lat[len(lat) // 2], 2) if lat else None,
+            "probe_max_ms": round(lat[-1], 2) if lat else None,
+        }
+        log(f"{t.name}: {kb} KB prompts: {res['rps']:.1f} rps, {out[f'{kb}k']['cpu_us_per_req']} us CPU/request, "
+            f"{out[f'{kb}k']['cpu_us_per_kb']} us/KB; health answered in at most {out[f'{kb}k']['probe_max_ms']} ms meanwhile")
+    return out
+
+
+def run_soak(py: Path, t: "Target", args, cpu: str | None) -> dict:
+    """--soak seconds at the fixed rate (non-streaming), RSS sampled every 30 s."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while True:
+            samples.append((round(time.monotonic() - t0, 1), round(tree_mem_kb(t.server.pid)["rss_kb"] / 1024, 1)))
+            if stop.wait(30):
+                return
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    g0 = gateway_cpu(t)
+    res = run_openloop(py, t.port, t.headers, False, args.rate, args.soak, cpu)
+    used = gateway_cpu(t) - g0
+    stop.set()
+    th.join()
+    samples.append((round(time.monotonic() - t0, 1), round(tree_mem_kb(t.server.pid)["rss_kb"] / 1024, 1)))
+    return {
+        "seconds": args.soak, "rate": args.rate, "achieved_rps": res["rps"], "p50_ms": res["p50_ms"],
+        "p99_ms": res["p99_ms"], "saturated": res["saturated"],
+        "failed": res["non2xx"] + res["bad_body"] + res["socket_errors"],
+        "cpu_us_per_req": round(used * 1e6 / res["ok"], 1) if res.get("ok") else None,
+        "rss_start_mb": samples[0][1], "rss_end_mb": samples[-1][1], "rss_max_mb": max(m for _, m in samples),
+        "rss_samples": samples,
+    }
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -584,6 +719,7 @@ class Target:
         self.idle: dict | None = None
         self.runs: list[dict] = []
         self.ready_s: float | None = None
+        self.extras: dict = {}  # many-chunk streams, prompt sizes, soak
 
 
 def git_head() -> str | None:
@@ -622,12 +758,13 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
     t = Target(name)
     t.port = free_port()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "LITELLM_", "OPENAI_"))}
-    if name == "switchyard":
+    if name in SWITCHYARD_VARIANTS:
+        workers, with_redis = SWITCHYARD_VARIANTS[name]
         bin_path = Path(args.switchyard_bin)
         if not bin_path.exists():
             t.skipped = f"{bin_path} does not exist (switchyard is not installed in the repo venv yet)"
             return t
-        cfg = workdir / "switchyard.yaml"
+        cfg = workdir / f"{name}.yaml"
         deployment = (
             "      - provider: openai\n"
             f"        base_url: http://127.0.0.1:{up_port}/v1\n"
@@ -653,12 +790,14 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
             "models:\n"
             f"  {MODEL}:\n"
             + group +
+            f"  {MANY_MODEL}:\n"
+            "    deployments:\n" + deployment.replace(f"model: {MODEL}", f"model: {MANY_MODEL}\n        catalog: {MODEL}") +
             # Accounts, metering and limits on: a tier whose limits are checked on every request
             # but set high enough that the load generator never hits them.
             "tiers:\n"
             "  bench: {rpm: 100000000, tpm: 100000000000}\n"
         )
-        data_dir = workdir / "switchyard-data"
+        data_dir = workdir / f"{name}-data"
         data_dir.mkdir(exist_ok=True)
         env = dict(
             base_env,
@@ -667,6 +806,8 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
             SWITCHYARD_MASTER_KEY=MASTER_KEY,
             BENCH_UPSTREAM_KEY="dummy",
         )
+        if with_redis:
+            env["SWITCHYARD_REDIS_URL"] = args.redis_url
         # A prepaid organisation with a balance and a key with a budget: every request is rate
         # limited, reserved, metered, priced and settled durably, as for a real customer.
         def cli(*argv: str) -> str:
@@ -675,8 +816,10 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
         cli("orgs", "create", "bench", "--tier", "bench")
         cli("topup", "bench", "1000000")
         key = json.loads(cli("keys", "create", "--org", "bench", "--name", "bench", "--budget-usd", "1000000", "--json"))["key"]
-        cmd = [str(bin_path), "serve", "--host", "127.0.0.1", "--port", str(t.port), "--workers", "1"]
-        t.server = Server(name, cmd, logdir / "switchyard.log", gw_cpu, env=env, cwd=workdir)
+        cmd = [str(bin_path), "serve", "--host", "127.0.0.1", "--port", str(t.port), "--workers", str(workers)]
+        if workers > 1 and gw_cpu is not None:  # every core, the load generator's too
+            gw_cpu = f"{args.load_cpu},{gw_cpu}"
+        t.server = Server(name, cmd, logdir / f"{name}.log", gw_cpu, env=env, cwd=workdir)
         t.headers = {"Authorization": f"Bearer {key}"}
         t.version = switchyard_version(bin_path)
         t.ready_path = "/healthz"
@@ -687,6 +830,11 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
             f"  - model_name: {MODEL}\n"
             "    litellm_params:\n"
             f"      model: openai/{MODEL}\n"
+            f"      api_base: http://127.0.0.1:{up_port}/v1\n"
+            "      api_key: dummy\n"
+            f"  - model_name: {MANY_MODEL}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{MANY_MODEL}\n"
             f"      api_base: http://127.0.0.1:{up_port}/v1\n"
             "      api_key: dummy\n"
         )
@@ -720,6 +868,13 @@ def make_gateway(name: str, args, up_port: int, workdir: Path, logdir: Path, gw_
 
 
 # --------------------------------------------------------------------------- summary
+
+
+def cpu_per_request(run: dict) -> float | None:
+    """The target's own CPU (its whole process tree) per request answered in that run, in µs."""
+    res = run.get("result") or {}
+    done = res.get("requests") if res.get("tool") == "wrk" else res.get("ok")
+    return round(run["gateway_cpu_s"] * 1e6 / done, 1) if done and "gateway_cpu_s" in run else None
 
 
 def med(vals):
@@ -767,6 +922,7 @@ def summarize(targets: list[Target], args) -> dict:
                 "socket_errors": sum(x["socket_errors"] for x in res),
                 "timeouts": sum(x.get("timeouts", 0) for x in res),
                 "steal_pct_median": med([r["cpu"]["steal_pct"] for r in runs]),
+                "cpu_us_per_req": med([cpu_per_request(r) for r in runs]),
                 "steal_pct_max": max((r["cpu"]["steal_pct"] or 0) for r in runs),
             }
             if mode.startswith("rate"):
@@ -785,6 +941,7 @@ def summarize(targets: list[Target], args) -> dict:
         s["peak_rss_mb"] = getattr(t, "peak_rss_mb", None)
         s["hwm_mb"] = getattr(t, "hwm_mb", None)
         s["processes"] = getattr(t, "processes", None)
+        s["extras"] = t.extras
         summary[t.name] = s
     return summary
 
@@ -795,19 +952,20 @@ def print_tables(targets: list[Target], summary: dict, args) -> str:
     lines = []
     lines.append(f"### Closed loop: wrk -t1 -c{c}, {args.duration:g} s per run, median of {args.rounds} round(s)")
     lines.append("")
-    lines.append("| target | rps | p50 ms | p99 ms | stream rps | stream p50 ms | stream p99 ms | failed (non-2xx/bad/socket) |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| target | rps | p50 ms | p99 ms | CPU µs/req | stream rps | stream p50 ms | stream p99 ms | stream CPU µs/req | failed (non-2xx/bad/socket) |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in targets:
         s = summary[t.name]
         if "skipped" in s:
-            lines.append(f"| {t.name} | skipped | | | | | | |")
+            lines.append(f"| {t.name} | skipped | | | | | | | | |")
             continue
         a, b = s.get("closed_nonstream", {}), s.get("closed_stream", {})
         bad = "/".join(str(a.get(k, 0) + b.get(k, 0)) for k in ("non2xx", "bad_body", "socket_errors"))
         lines.append(
-            f"| {t.name} | {fmt(a.get('rps'))} | {fmt(a.get('p50_ms'))} | {fmt(a.get('p99_ms'))} | "
-            f"{fmt(b.get('rps'))} | {fmt(b.get('p50_ms'))} | {fmt(b.get('p99_ms'))} | {bad} |"
+            f"| {t.name} | {fmt(a.get('rps'))} | {fmt(a.get('p50_ms'))} | {fmt(a.get('p99_ms'))} | {fmt(a.get('cpu_us_per_req'))} | "
+            f"{fmt(b.get('rps'))} | {fmt(b.get('p50_ms'))} | {fmt(b.get('p99_ms'))} | {fmt(b.get('cpu_us_per_req'))} | {bad} |"
         )
+    lines += ratio_lines(summary)
     if rate > 0:
         lines.append("")
         lines.append(f"### Fixed rate (open loop): {rate:g} requests/s, {args.duration:g} s per run, median of {args.rounds} round(s); added = target p50 − direct p50 (same round)")
@@ -832,6 +990,7 @@ def print_tables(targets: list[Target], summary: dict, args) -> str:
                 f"| {t.name} | {fmt(a.get('p50_ms'), 2)} | {fmt(a.get('p99_ms'), 2)} | {added_a} | "
                 f"{fmt(b.get('p50_ms'), 2)} | {fmt(b.get('p99_ms'), 2)} | {added_b} | {fmt(b.get('ttfb_p50_ms'), 2)} | {kept} | {bad} |"
             )
+    lines += extra_lines(targets, summary, args)
     lines.append("")
     lines.append("### Memory (server process tree) and steal")
     lines.append("")
@@ -851,6 +1010,74 @@ def print_tables(targets: list[Target], summary: dict, args) -> str:
             f"{fmt(s.get('hwm_mb'), 1)} | {s.get('processes') or '–'} | {st} | {ot} |"
         )
     return "\n".join(lines)
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+def ratio_lines(summary: dict) -> list[str]:
+    """The comparisons issue 15 sets targets for, from the closed-loop figures above."""
+    def get(name: str, mode: str, key: str):
+        return (summary.get(name) or {}).get(mode, {}).get(key)
+
+    out = ["", "| comparison | non-stream | stream |", "|---|---:|---:|"]
+    if "switchyard-redis" in summary:
+        out.append("| CPU per request, Redis mode ÷ in-memory (one worker) | "
+                   + " | ".join(_ratio(get("switchyard-redis", m, "cpu_us_per_req"), get("switchyard", m, "cpu_us_per_req"))
+                                for m in ("closed_nonstream", "closed_stream")) + " |")
+    if "switchyard-2w" in summary:
+        out.append("| requests/s, two workers with Redis ÷ one worker in-memory | "
+                   + " | ".join(_ratio(get("switchyard-2w", m, "rps"), get("switchyard", m, "rps"))
+                                for m in ("closed_nonstream", "closed_stream")) + " |")
+    for peer in PEERS_MEASURED:
+        if peer in summary and "skipped" not in summary[peer]:
+            for name in SWITCHYARD_VARIANTS:
+                if name in summary and "skipped" not in summary[name]:
+                    out.append(f"| requests/s, {name} ÷ {peer} | "
+                               + " | ".join(_ratio(get(name, m, "rps"), get(peer, m, "rps"))
+                                            for m in ("closed_nonstream", "closed_stream")) + " |")
+    return out if len(out) > 3 else []
+
+
+def extra_lines(targets: list[Target], summary: dict, args) -> list[str]:
+    out: list[str] = []
+    many = [(t.name, t.extras["many"]) for t in targets if "many" in t.extras]
+    if many:
+        out += ["", f"### Many-chunk streams: {MANY_EVENTS} SSE events per stream, one every {args.many_delay_ms:g} ms, "
+                    f"wrk -c{args.concurrency}, {args.duration:g} s",
+                "", "CPU per chunk = the gateway's CPU ÷ events relayed (direct: the stand-in upstream's own CPU per event "
+                    "it writes, one timer and one write each: a floor for any relay); beyond a plain stream = (CPU per many-chunk stream − "
+                    f"CPU per plain {NORMAL_EVENTS}-event stream from the closed loop) ÷ {MANY_EVENTS - NORMAL_EVENTS} more events.",
+                "", "| target | streams/s | p50 ms | p99 ms | CPU µs/stream | CPU µs/chunk | µs per chunk beyond a plain stream | failed |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in many:
+            plain = (summary.get(name) or {}).get("closed_stream", {}).get("cpu_us_per_req")
+            beyond = (r["cpu_us_per_stream"] - plain) / (MANY_EVENTS - NORMAL_EVENTS) if plain and r["cpu_us_per_stream"] else None
+            bad = r["non2xx"] + r["bad_body"] + r["socket_errors"]
+            out.append(f"| {name} | {fmt(r['rps'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['cpu_us_per_stream'])} | "
+                       f"{fmt(r['cpu_us_per_chunk'], 2)} | {fmt(beyond, 2)} | {bad} |")
+    sizes = [(t.name, t.extras["sizes"]) for t in targets if "sizes" in t.extras]
+    if sizes:
+        out += ["", f"### Prompt size: one client (wrk -c1), {args.duration:g} s per size; CPU of the gateway per request and per KB of body; "
+                    "longest /health answer while such requests ran (a probe polling every ms on its own connection)",
+                "", "| target | " + " | ".join(f"{kb} KB: rps | CPU µs/req | µs/KB | longest health ms" for kb in PROMPT_SIZES_KB) + " | failed |",
+                "|---|" + "---:|---:|---:|---:|" * len(PROMPT_SIZES_KB) + "---:|"]
+        for name, r in sizes:
+            cells = []
+            for kb in PROMPT_SIZES_KB:
+                x = r.get(f"{kb}k", {})
+                cells.append(f"{fmt(x.get('rps'))} | {fmt(x.get('cpu_us_per_req'))} | {fmt(x.get('cpu_us_per_kb'), 2)} | {fmt(x.get('probe_max_ms'), 2)}")
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {sum(x.get('failed', 0) for x in r.values())} |")
+    soaks = [(t.name, t.extras["soak"]) for t in targets if "soak" in t.extras]
+    if soaks:
+        out += ["", f"### Soak: {args.rate:g} requests/s (non-streaming) for {args.soak:g} s; RSS of the server process tree",
+                "", "| target | achieved rps | p50 ms | p99 ms | CPU µs/req | RSS start MB | RSS end MB | RSS max MB | failed |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in soaks:
+            out.append(f"| {name} | {fmt(r['achieved_rps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us_per_req'])} | "
+                       f"{fmt(r['rss_start_mb'], 1)} | {fmt(r['rss_end_mb'], 1)} | {fmt(r['rss_max_mb'], 1)} | {r['failed']} |")
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -873,8 +1100,19 @@ def main() -> int:
                     help="switchyard routes over a weighted group of two deployments behind a failing one")
     ap.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for each gateway to become ready")
     ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many seconds for other processes to use < 15%% CPU before starting (default 0)")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the Redis of switchyard-redis and switchyard-2w")
+    ap.add_argument("--many-delay-ms", type=float, default=5.0, help=f"pause between the events of {MANY_MODEL} streams (default 5)")
+    ap.add_argument("--extras", default="many,sizes,soak",
+                    help="extra sections after the rounds: many (200-chunk streams), sizes (1 KB/100 KB/1 MB prompts), soak; '' for none")
+    ap.add_argument("--sizes-targets", default="switchyard,switchyard-redis,litellm,portkey",
+                    help="targets of the prompt-size runs (one process each: the stall probe must reach the busy one)")
+    ap.add_argument("--soak", type=float, default=600.0, help="seconds of the soak at --rate (default 600)")
+    ap.add_argument("--soak-targets", default="switchyard-redis", help="targets soaked (default switchyard-redis)")
     ap.add_argument("--setup-only", action="store_true", help="install what is missing, then exit")
     args = ap.parse_args()
+    extras = {e.strip() for e in args.extras.split(",") if e.strip()}
+    if extras - {"many", "sizes", "soak"}:
+        ap.error(f"unknown --extras {', '.join(sorted(extras - {'many', 'sizes', 'soak'}))}")
 
     wanted = [g.strip() for g in args.only.split(",") if g.strip() and g.strip() != "direct"]
     for g in wanted:
@@ -950,7 +1188,7 @@ def main() -> int:
     try:
         # ---- upstream
         up_port = free_port()
-        up_cmd = [str(bench_py), str(BENCH / "upstream.py"), "--port", str(up_port)]
+        up_cmd = [str(bench_py), str(BENCH / "upstream.py"), "--port", str(up_port), "--many-delay-ms", str(args.many_delay_ms)]
         if args.upstream_stream_delay_ms > 0:
             up_cmd += ["--stream-delay-ms", str(args.upstream_stream_delay_ms)]
         up = Server("upstream", up_cmd, logdir / "upstream.log", load_cpu)
@@ -1044,6 +1282,8 @@ def main() -> int:
                         break
                     time.sleep(0.5)
                     roots = [sv.pid for sv in started if sv.alive()]
+                    tree = process_tree(t.server.pid) if t.server else []
+                    g0 = proc_cpu_seconds(tree)
                     c0, ours0, w0 = read_cpu_times(), our_cpu_seconds(roots), time.monotonic()
                     entry: dict = {"round": rnd, "mode": mode}
                     try:
@@ -1055,6 +1295,7 @@ def main() -> int:
                     except Exception as e:  # noqa: BLE001
                         entry["error"] = str(e)
                     c1, ours1, w1 = read_cpu_times(), our_cpu_seconds(roots), time.monotonic()
+                    entry["gateway_cpu_s"] = round(proc_cpu_seconds(tree) - g0, 3)
                     entry["cpu"] = cpu_delta(c0, c1)
                     other = (busy_seconds(c1) - busy_seconds(c0)) - (ours1 - ours0)
                     entry["cpu"]["other_load_pct"] = round(max(0.0, 100.0 * other / ((w1 - w0) * ncpu)), 1)
@@ -1075,6 +1316,34 @@ def main() -> int:
                         )
                     else:
                         log(f"round {rnd} {t.name} {mode}: ERROR {entry['error']}")
+
+        # ---- extra sections, one run each
+        gateways = [t for t in live if t is not direct and not t.skipped]
+        if "many" in extras:
+            for t in [direct, *gateways]:  # direct: what the upstream spends writing each event, a floor
+                try:
+                    t.extras["many"] = r = run_many_chunks(wrk, t, args, load_cpu)
+                    log(f"{t.name}: {MANY_EVENTS}-event streams: {r['rps']:.1f} streams/s, p50 {r['p50_ms']:.0f} ms, "
+                        f"{r['cpu_us_per_stream']} us CPU/stream, {r['cpu_us_per_chunk']} us/chunk")
+                except Exception as e:  # noqa: BLE001
+                    log(f"{t.name}: many-chunk run failed: {e}")
+        if "sizes" in extras:
+            for t in gateways:
+                if t.name in args.sizes_targets.split(","):
+                    try:
+                        t.extras["sizes"] = run_prompt_sizes(wrk, t, args, load_cpu, workdir)
+                    except Exception as e:  # noqa: BLE001
+                        log(f"{t.name}: prompt-size runs failed: {e}")
+        if "soak" in extras and args.rate > 0:
+            for t in gateways:
+                if t.name in args.soak_targets.split(","):
+                    log(f"{t.name}: soak, {args.soak:g} s at {args.rate:g} requests/s ...")
+                    try:
+                        t.extras["soak"] = r = run_soak(bench_py, t, args, load_cpu)
+                        log(f"{t.name}: soak: {r['achieved_rps']:.0f} rps, RSS {r['rss_start_mb']} -> {r['rss_end_mb']} MB "
+                            f"(max {r['rss_max_mb']}), {r['failed']} failed")
+                    except Exception as e:  # noqa: BLE001
+                        log(f"{t.name}: soak failed: {e}")
 
         # ---- peak memory
         for t in targets:
@@ -1121,6 +1390,7 @@ def main() -> int:
                 "peak_rss_mb": getattr(t, "peak_rss_mb", None),
                 "hwm_mb": getattr(t, "hwm_mb", None),
                 "runs": t.runs,
+                "extras": t.extras,
             }
             for t in targets
         },

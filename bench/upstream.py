@@ -7,6 +7,7 @@ A raw asyncio Protocol HTTP/1.1 server (uvloop when installed, no framework) tha
   field echoes the request's model), or, for ``"stream": true``, a realistic SSE stream in
   chunked transfer encoding: a role chunk, ten content chunks, a finish chunk, a usage chunk
   (``choices: []``) when ``stream_options.include_usage`` is true, then ``data: [DONE]``;
+  for model ``gpt-5.2-many``, 200 small content chunks, one every ``--many-delay-ms``;
 * ``GET /v1/models`` with a model list;
 * ``GET /healthz`` with ``ok``.
 
@@ -47,6 +48,11 @@ REPLY_PIECES = [
     ".",
 ]
 REPLY_TEXT = "".join(REPLY_PIECES)
+# Streams for this model have MANY_CHUNKS small content chunks, each after a pause (--many-delay-ms):
+# the per-chunk cost of relaying, apart from the per-request cost.
+MANY_MODEL = "gpt-5.2-many"
+MANY_CHUNKS = 200
+MANY_PIECE = " tok"
 PROMPT_TOKENS = 19
 COMPLETION_TOKENS = 16
 
@@ -110,7 +116,7 @@ def render_completion(model: str, keep_alive: bool) -> bytes:
     return _head("200 OK", "application/json", keep_alive) + f"content-length: {len(body)}\r\n\r\n".encode() + body
 
 
-def render_stream_events(model: str, include_usage: bool) -> list[bytes]:
+def render_stream_events(model: str, include_usage: bool, pieces: list[str] = REPLY_PIECES) -> list[bytes]:
     """The SSE events (each b'data: ...\\n\\n') of one streamed completion."""
     created = int(time.time())
     base = {
@@ -130,7 +136,7 @@ def render_stream_events(model: str, include_usage: bool) -> list[bytes]:
         return c
 
     chunks = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
-    chunks += [chunk({"content": piece}, None) for piece in REPLY_PIECES]
+    chunks += [chunk({"content": piece}, None) for piece in pieces]
     chunks.append(chunk({}, "stop"))
     if include_usage:
         u = dict(base)
@@ -148,7 +154,7 @@ def render_stream(model: str, include_usage: bool, keep_alive: bool, chunked: bo
     if chunked:
         extra += "transfer-encoding: chunked\r\n"
     head = _head("200 OK", "text/event-stream; charset=utf-8", keep_alive, extra) + b"\r\n"
-    events = render_stream_events(model, include_usage)
+    events = render_stream_events(model, include_usage, [MANY_PIECE] * MANY_CHUNKS if model == MANY_MODEL else REPLY_PIECES)
     if not chunked:
         return head, events
     pieces = [f"{len(e):x}\r\n".encode() + e + b"\r\n" for e in events]
@@ -192,6 +198,7 @@ class Cache(dict):
 
 CACHE = Cache()
 STREAM_DELAY = 0.0  # seconds between SSE events; 0 = write the whole stream at once
+MANY_DELAY = 0.005  # seconds between the events of a many-chunk stream
 
 
 def _decode_chunked(buf: bytearray, start: int):
@@ -370,11 +377,13 @@ class HTTPProtocol(asyncio.Protocol):
             if cached is None:
                 head, pieces = render_stream(model, include_usage, keep_alive, chunked_ok)
                 cached = CACHE.put(key, (head + b"".join(pieces), head, pieces))
-            if STREAM_DELAY <= 0:
+            if model == MANY_MODEL:
+                self._write_slowly(cached[1], cached[2], keep_alive, MANY_DELAY)
+            elif STREAM_DELAY <= 0:
                 self._remember(bkey, cached[0])
                 w(cached[0])
             else:
-                self._write_slowly(cached[1], cached[2], keep_alive)
+                self._write_slowly(cached[1], cached[2], keep_alive, STREAM_DELAY)
             return
         if path in (b"/v1/models", b"/models"):
             key = ("models", keep_alive)
@@ -392,7 +401,7 @@ class HTTPProtocol(asyncio.Protocol):
                 BODY_CACHE.clear()
             BODY_CACHE[bkey] = resp
 
-    def _write_slowly(self, head: bytes, pieces: list[bytes], keep_alive: bool):
+    def _write_slowly(self, head: bytes, pieces: list[bytes], keep_alive: bool, delay: float):
         loop = asyncio.get_running_loop()
         self.busy = True
         self.transport.write(head + pieces[0])
@@ -410,9 +419,9 @@ class HTTPProtocol(asyncio.Protocol):
                     self._drain()
                 return
             self.transport.write(piece)
-            loop.call_later(STREAM_DELAY, step)
+            loop.call_later(delay, step)
 
-        loop.call_later(STREAM_DELAY, step)
+        loop.call_later(delay, step)
 
 
 async def serve(host: str, port: int) -> None:
@@ -431,13 +440,15 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    global STREAM_DELAY
+    global STREAM_DELAY, MANY_DELAY
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9100, help="0 picks a free port (printed as READY <port>)")
     ap.add_argument("--stream-delay-ms", type=float, default=0.0, help="pause between SSE events (default 0: whole stream in one write)")
+    ap.add_argument("--many-delay-ms", type=float, default=5.0, help=f"pause between the SSE events of {MANY_MODEL} streams (default 5)")
     args = ap.parse_args()
     STREAM_DELAY = args.stream_delay_ms / 1000.0
+    MANY_DELAY = args.many_delay_ms / 1000.0
     try:
         import uvloop  # type: ignore
 

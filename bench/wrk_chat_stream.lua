@@ -3,7 +3,15 @@
 -- The response hook counts non-2xx answers and 2xx streams that do not end in "data: [DONE]" or carry no usage object;
 -- done() prints one machine-readable line "WRKJSON {...}" that bench/run.py parses.
 wrk.method = "POST"
-wrk.body = '{"model":"gpt-5.2","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64,"stream":true,"stream_options":{"include_usage":true}}'
+-- BENCH_BODY_FILE: a whole request body instead (the prompt-size runs); BENCH_MODEL: another model.
+local body_file = os.getenv("BENCH_BODY_FILE")
+if body_file then
+  local f = assert(io.open(body_file, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+else
+  wrk.body = string.format('{"model":"%s","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64,"stream":true,"stream_options":{"include_usage":true}}', os.getenv("BENCH_MODEL") or "gpt-5.2")
+end
 wrk.headers["Content-Type"] = "application/json"
 
 local threads = {}

@@ -136,6 +136,7 @@ class Response:
     __slots__ = (
         "status", "headers", "chunks", "buffered", "complete", "keep_alive", "error",
         "headers_ready", "_waiter", "_conn", "_pool", "_read_timeout", "_released", "_deadline", "_left",
+        "_waiting_since", "_timer",
     )
 
     def __init__(
@@ -158,6 +159,8 @@ class Response:
         self._released = False
         self._deadline = deadline  # loop time by which the whole answer must be in
         self._left = max_bytes  # body bytes still allowed
+        self._waiting_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def content_type(self) -> str:
@@ -176,17 +179,36 @@ class Response:
         return (left, True) if left < self._read_timeout else (self._read_timeout, False)
 
     async def _wait(self) -> None:
-        self._waiter = self._conn._loop.create_future()
-        timeout, total = self._timeout()
+        """Until more of the body arrives. One timer per response, re-armed only when it fires:
+        a stream of small chunks must not pay for a timeout scope per chunk."""
+        loop = self._conn._loop
+        self._waiter = loop.create_future()
+        self._waiting_since = loop.time()
+        if self._timer is None:
+            self._arm()
         try:
-            async with asyncio.timeout(max(timeout, 0)):
-                await self._waiter
-        except TimeoutError:
-            if total:
-                raise UpstreamTimeout("the upstream did not finish within the deployment's total timeout") from None
-            raise UpstreamTimeout(f"no data from the upstream for {self._read_timeout:g}s") from None
+            await self._waiter
         finally:
             self._waiter = None
+
+    def _arm(self) -> None:
+        due = self._waiting_since + self._read_timeout
+        if self._deadline is not None and self._deadline < due:
+            due = self._deadline
+        self._timer = self._conn._loop.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._released:
+            return  # not waiting now: the next wait arms the timer again
+        now = self._conn._loop.time()
+        if self._deadline is not None and now >= self._deadline:
+            waiter.set_exception(UpstreamTimeout("the upstream did not finish within the deployment's total timeout"))
+        elif now - self._waiting_since >= self._read_timeout:
+            waiter.set_exception(UpstreamTimeout(f"no data from the upstream for {self._read_timeout:g}s"))
+        else:
+            self._arm()
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes (de-chunked) as they arrive; raises on a broken or stalled upstream."""
@@ -218,6 +240,9 @@ class Response:
         if self._released:
             return
         self._released = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         conn = self._conn
         conn.response = None
         if self.complete and self.keep_alive and self.error is None and not conn.closed:

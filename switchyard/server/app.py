@@ -256,6 +256,7 @@ def build_app(settings: Settings) -> ASGIApp:
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )
+    state.gauges = gauges
     app.state.sy = state
     # Outermost, so even the 500s Starlette renders itself carry the request id.
     return RequestIdMiddleware(app)

@@ -9,8 +9,9 @@ for the rest of its body, and goes on serving a request whose client has left. H
   when every connection is busy with a request is the newcomer refused with 503;
 - a client that disconnects before its response has started cancels its request (the
   upstream call stops, a local model stops generating, the money hold is released); the
-  request's task ends quietly (`client_gone` in the request state). Streams are left alone:
-  their response listens for the disconnect itself.
+  request's task ends quietly (`client_gone` in the request state). So does a started response
+  that asked for it (`cancel_when_gone`: event streams, which then need no task of their own
+  listening for the disconnect); other started responses are left to finish.
 Deadlines are plain numbers checked by one sweep per worker, so a request costs no timers.
 """
 
@@ -74,7 +75,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         cycle, task = self._request_cycle, self._request_task
         if (cycle is not None and task is not None and not task.done() and cycle is self.cycle
-                and not cycle.response_started):
+                and (not cycle.response_started or cycle.scope["state"].get("cancel_when_gone"))):
             # Nobody will read the answer: stop working on it (streams that started are left alone).
             cycle.scope["state"]["client_gone"] = True
             task.cancel()

@@ -32,7 +32,9 @@ def error_response(exc: GatewayError) -> Response:
 
 class SSEResponse(StreamingResponse):
     """An event stream (or another streamed body: speech audio) that runs `finish` however the
-    response ends (client gone included)."""
+    response ends (client gone included). The protocol cancels it when its client leaves
+    (`cancel_when_gone`), so no second task listens for the disconnect and each frame goes
+    straight to `send`."""
 
     def __init__(
         self, frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
@@ -45,8 +47,9 @@ class SSEResponse(StreamingResponse):
         self._finish = finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["cancel_when_gone"] = True
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
         finally:
             if self._finish is not None:
                 await self._finish()

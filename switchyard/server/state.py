@@ -33,3 +33,4 @@ class AppState:
     codes: CodeBook  # redemption codes
     redis: Any = None  # the worker's Redis client, when configured (readiness pings it)
     reloader: Any = None  # re-reads the config file (SIGHUP, POST /admin/v1/reload)
+    gauges: Any = None  # this worker's gauge sampler (a scrape samples its own worker first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -72,8 +73,17 @@ def test_metrics_sum_every_worker_and_match_the_bills(tmp_path: Path, upstream: 
         assert total(metrics, "switchyard_refusals_total", code="model_not_found") == 1
         assert total(metrics, "switchyard_upstream_failures_total") == 3
         assert total(metrics, "switchyard_ledger_group_size_count") >= 1
-        assert total(metrics, "switchyard_in_flight_requests", deployment="gpt-5.2#0") == 0  # each worker's, summed
-        assert total(metrics, "switchyard_breaker_open", deployment="sim-status-500#0") == 0  # 3 failures: still closed
+        # Each worker's gauge, summed: the worker answering samples at the scrape, the others every second.
+        deadline = time.monotonic() + 15
+        while total(metrics, "switchyard_in_flight_requests", deployment="gpt-5.2#0") != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            metrics = scrape(gw.root, "metrics-secret")
+        assert total(metrics, "switchyard_in_flight_requests", deployment="gpt-5.2#0") == 0
+        assert total(metrics, "switchyard_breaker_open", deployment="gpt-5.2#0") == 0
+        if workers == 1:  # one breaker: open once `failure_threshold` (5) attempts in a row failed, retries included
+            attempts = sum(1 for r in upstream.received if r.body.get("model") == "status-500")
+            assert attempts >= 3
+            assert total(metrics, "switchyard_breaker_open", deployment="sim-status-500#0") == (1 if attempts >= 5 else 0)
         # The Grafana dashboard in the repo reads only metrics the gateway exports.
         dashboard = json.loads((Path(__file__).parents[2] / "deploy" / "grafana" / "switchyard.json").read_text())
         used = {name for panel in dashboard["panels"] for target in panel["targets"]

@@ -56,4 +56,7 @@ async def metrics(request: Request) -> Response:
         raise permission_denied("GET /metrics needs the admin key (or set metrics.token).")
     from switchyard.observability.metrics import CONTENT_TYPE, exposition  # after the app set its directory
 
+    if state.gauges is not None:  # the worker answering is exact; the others wrote theirs within a second
+        state.gauges.sample()
+
     return Response(exposition(), media_type=CONTENT_TYPE)
