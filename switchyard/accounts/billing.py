@@ -27,6 +27,8 @@ from switchyard.accounts.shared_funds import SharedFunds
 from switchyard.accounts.records import Principal
 from switchyard.catalog import ModelSpec
 from switchyard.limits import Limits, RateLimiter, Scope, Tier
+from switchyard.limits.limiter import Admission
+from switchyard.limits.redis_limiter import RedisRateLimiter
 from switchyard.metering.cost import TokenUsage, cost_nanos
 from switchyard.metering.estimate import Estimate, Quote
 from switchyard.metering.units import media_cost_nanos
@@ -35,6 +37,7 @@ from switchyard.metering.usage import within_bounds
 from switchyard.routing.table import Deployment
 from switchyard.store.redis_client import ScriptBatch
 from switchyard.store.redis_pipe import RedisPipe
+from switchyard.store.script_chain import ScriptCall, run_chained
 from switchyard.wire.chat import ChatRequest
 from switchyard.wire.errors import GatewayError
 
@@ -155,36 +158,60 @@ class Billing:
         # As OpenAI counts: the prompt once, the output limit of every choice.
         per_choice = request.output_limit or min(self.default_output_estimate, est.output_limit)
         rate_tokens = est.input_estimate + per_choice * est.choices
-        try:
-            admission = await self.limiter.admit(scopes, rate_tokens)
-        except (RuntimeError, RedisError) as exc:
-            log.error("rate limiter unavailable: %s", exc)
-            raise _shared_state_unavailable() from None
-        if not admission.allowed:
-            headers = dict(admission.headers)
-            if admission.retry_after:
-                headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
-            raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
-                               code="rate_limit_exceeded", headers=headers)
         multiplier = self.multiplier(principal, public_model)
         if worst is None:
             most = max(self.worst_case(quote, multiplier, d, batch) for d in candidates)
         else:
             most = max(_multiplied(worst(d), multiplier) for d in candidates)
         key_period, org_period, ttl = self.budget_periods(principal)
-        try:
-            hold = await self.funds.reserve(principal, most, key_period, org_period, ttl, request_id)
-        except GatewayError as exc:
-            await self._correct(scopes, rate_tokens, 0)
-            exc.headers.update(admission.headers)
-            raise
-        except RedisError as exc:
-            log.error("shared funds unavailable: %s", exc)
-            await self._correct(scopes, rate_tokens, 0)
-            raise _shared_state_unavailable() from None
+        limit_call = self.limiter.admit_call(scopes, rate_tokens) \
+            if self.redis is not None and isinstance(self.limiter, RedisRateLimiter) else None
+        hold_call, held = self.funds.reserve_call(principal, most, key_period, org_period, ttl, request_id) \
+            if limit_call is not None and isinstance(self.funds, SharedFunds) else (None, None)
+        if limit_call is not None and hold_call is not None and held is not None:
+            # Both in Redis: one script, one round trip (limits first; a refused hold gives the tokens back).
+            admission, hold = await self._admit_at_once(limit_call, hold_call, held, rate_tokens)
+        else:
+            admission = await self._admit_rate(scopes, rate_tokens)
+            try:
+                hold = await self.funds.reserve(principal, most, key_period, org_period, ttl, request_id)
+            except GatewayError as exc:
+                await self._correct(scopes, rate_tokens, 0)
+                exc.headers.update(admission.headers)
+                raise
+            except RedisError as exc:
+                log.error("shared funds unavailable: %s", exc)
+                await self._correct(scopes, rate_tokens, 0)
+                raise _shared_state_unavailable() from None
         ticket = Ticket(request_id, principal, public_model, dep, quote, endpoint, hold, scopes, rate_tokens,
                         batch=batch)
         return ticket, dict(admission.headers)
+
+    async def _admit_rate(self, scopes: list[Scope], rate_tokens: int) -> Admission:
+        try:
+            admission = await self.limiter.admit(scopes, rate_tokens)
+        except (RuntimeError, RedisError) as exc:
+            log.error("rate limiter unavailable: %s", exc)
+            raise _shared_state_unavailable() from None
+        _raise_if_limited(admission)
+        return admission
+
+    async def _admit_at_once(self, limit_call: tuple[ScriptCall, list[Any], list[Scope]], hold_call: ScriptCall,
+                             held: Callable[[Any], Hold], rate_tokens: int) -> tuple[Admission, Hold]:
+        assert isinstance(self.limiter, RedisRateLimiter) and self.redis is not None
+        call, undo, limited = limit_call
+        try:
+            limits_reply, hold_reply = await run_chained(self.redis, call, undo, hold_call)
+        except RedisError as exc:
+            log.error("rate limits and money holds unavailable: %s", exc)
+            raise _shared_state_unavailable() from None
+        admission = self.limiter.admission(limited, rate_tokens, limits_reply)
+        _raise_if_limited(admission)
+        try:
+            return admission, held(hold_reply)
+        except GatewayError as exc:
+            exc.headers.update(admission.headers)
+            raise
 
     def budget_periods(self, principal: Principal) -> tuple[int | None, int | None, int]:
         """The current periods of the key's and the organisation's budgets that reset, and how
@@ -373,6 +400,15 @@ def _units_text(units: Mapping[str, int] | None) -> str | None:
     if not units:
         return None
     return " ".join(f"{name}={quantity}" for name, quantity in sorted(units.items()))[:300]
+
+
+def _raise_if_limited(admission: Admission) -> None:
+    if not admission.allowed:
+        headers = dict(admission.headers)
+        if admission.retry_after:
+            headers["retry-after"] = str(max(1, math.ceil(admission.retry_after)))
+        raise GatewayError(429, admission.message or "Rate limit reached.", type="requests",
+                           code="rate_limit_exceeded", headers=headers)
 
 
 def _shared_state_unavailable() -> GatewayError:

@@ -43,6 +43,7 @@ from switchyard.accounts.records import Principal
 from switchyard.metering.cost import usd
 from switchyard.store.redis_client import ScriptBatch, bounded_client
 from switchyard.store.redis_pipe import RedisPipe
+from switchyard.store.script_chain import ScriptCall
 from switchyard.wire.errors import GatewayError
 
 log = logging.getLogger("switchyard.funds")
@@ -216,6 +217,18 @@ class SharedFunds:
                       org_period: int | None = None, ttl_ms: int = 0, request_id: str = "") -> Hold:
         """`ttl_ms`: how long a new period's counters live (past the period's end); `request_id`:
         whose bill settles the hold, should its owner die first."""
+        call, finish = self.reserve_call(principal, amount_nanos, key_period, org_period, ttl_ms, request_id)
+        if call is None:
+            return finish(None)
+        if self._pipe is not None:
+            return finish(await self._pipe.evalsha(self._reserve.sha, _RESERVE, list(call.keys), list(call.args)))
+        return finish(await self._reserve(keys=call.keys, args=call.args))
+
+    def reserve_call(self, principal: Principal, amount_nanos: int, key_period: int | None = None,
+                     org_period: int | None = None, ttl_ms: int = 0, request_id: str = "",
+                     ) -> tuple[ScriptCall | None, Callable[[Any], Hold]]:
+        """`reserve` as a script call (None: nothing to count in Redis) and what turns its reply into
+        the hold or the refusal; for chaining with the rate limits' call (script_chain)."""
         org, key = principal.org, principal.key
         counters: list[str] = []
         starts: list[int] = []
@@ -235,15 +248,14 @@ class SharedFunds:
         hold = Hold(org.id, key.id, amount_nanos, counted_org=org.prepaid, counted_key=key.budget_nanos is not None,
                     key_period=key_period, org_period=org_period, counted_org_budget=org.budget_nanos is not None,
                     id=secrets.token_hex(8), request_id=request_id)
-        if counters:
-            live = _Live(hold, _hold_keys(counters),
-                         " ".join([str(amount_nanos), request_id or "-", *counters]))
-            keys = [self._name("epoch"), self._name("recovering"), self._holds, *live.keys]
-            args = [amount_nanos, hold.id, live.record, _token(), GRACE_MS, *starts, *ttls]
-            if self._pipe is not None:
-                refused, left = await self._pipe.evalsha(self._reserve.sha, _RESERVE, keys, args)
-            else:
-                refused, left = await self._reserve(keys=keys, args=args)
+        if not counters:
+            return None, lambda _: self._taken(hold)
+        live = _Live(hold, _hold_keys(counters), " ".join([str(amount_nanos), request_id or "-", *counters]))
+        keys = [self._name("epoch"), self._name("recovering"), self._holds, *live.keys]
+        args = [amount_nanos, hold.id, live.record, _token(), GRACE_MS, *starts, *ttls]
+
+        def finish(reply: Any) -> Hold:
+            refused, left = reply
             if refused == -1:
                 raise recovering(int(left))
             if refused:
@@ -256,7 +268,12 @@ class SharedFunds:
                     raise budget_refusal("your organization's", org.budget_period, amount_nanos, int(left))
                 raise budget_refusal("this API key's", key.budget_period, amount_nanos, int(left))
             self._live[hold.id] = live
-        self._held[org.id] += amount_nanos
+            return self._taken(hold)
+
+        return ScriptCall(_RESERVE, keys, args, goes_on=0), finish
+
+    def _taken(self, hold: Hold) -> Hold:
+        self._held[hold.org_id] += hold.amount_nanos
         return hold
 
     async def release(self, hold: Hold, settled_nanos: int = 0, batch: ScriptBatch | None = None) -> None:

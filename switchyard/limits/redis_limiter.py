@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from switchyard.store.redis_client import ScriptBatch, bounded_client
 from switchyard.store.redis_pipe import RedisPipe
+from switchyard.store.script_chain import ScriptCall
 
 from switchyard.limits.limiter import (
     IDLE_TTL,
@@ -161,7 +162,21 @@ class RedisRateLimiter:
         limited = unique_limited(scopes)
         if not limited:
             return unlimited_admission()
-        reply = await self._run("admit", tokens, limited)
+        return self.admission(limited, tokens, await self._run("admit", tokens, limited))
+
+    def admit_call(self, scopes: Sequence[Scope], tokens: int) -> tuple[ScriptCall, list[Any], list[Scope]] | None:
+        """The admission as a script call to chain with another (script_chain), the arguments that
+        undo it (the tokens given back; the request still counts, as when a hold is refused), and
+        the scopes `admission` reads the reply for. None when nothing is limited."""
+        check_tokens(tokens)
+        limited = unique_limited(scopes)
+        if not limited:
+            return None
+        keys, args = self._command("admit", tokens, limited)
+        _, undo = self._command("correct", tokens * UNIT, limited)
+        return ScriptCall(_SCRIPT, keys, args, goes_on=1), undo, limited
+
+    def admission(self, limited: Sequence[Scope], tokens: int, reply: list[Any]) -> Admission:
         levels = [(_level(reply, i, 0, s.limits.rpm), _level(reply, i, 1, s.limits.tpm)) for i, s in enumerate(limited)]
         return build_admission(limited, tokens, levels, bool(reply[0]))
 
