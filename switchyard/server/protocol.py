@@ -75,8 +75,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         cycle, task = self._request_cycle, self._request_task
         if (cycle is not None and task is not None and not task.done() and cycle is self.cycle
-                and (not cycle.response_started or cycle.scope["state"].get("cancel_when_gone"))):
-            # Nobody will read the answer: stop working on it (streams that started are left alone).
+                and (not cycle.response_started or cycle.scope.get("state", {}).get("cancel_when_gone"))):
+            # Nobody will read the answer: stop working on it (a started response only if it asked to).
             cycle.scope["state"]["client_gone"] = True
             task.cancel()
         super().connection_lost(exc)

@@ -43,6 +43,7 @@ def mis_config(mis: MisbehavingUpstream) -> dict[str, Any]:
     models = {f"mis-{b}": model(b) for b in behaviours}
     models["mis-deadline"] = model("trickle", timeouts={"connect": 2, "read": 30, "total": 2})
     models["mis-deadline-stream"] = model("trickle-stream", timeouts={"connect": 2, "read": 30, "total": 2})
+    models["mis-trickle-stream"] = model("trickle-stream")
     models["mis-huge-body"] = model("huge-body", max_response_bytes=1024 * 1024)
     models["mis-huge-stream"] = model("huge-stream", max_stream_bytes=1024 * 1024)
     return {"models": models}
@@ -226,6 +227,31 @@ def test_a_client_that_leaves_cancels_the_upstream_call_and_frees_its_hold(gw: G
     assert admin.balance(org["id"])["balance_nanos"] == 5 * 10**9  # nothing billed: nothing was answered
     cancelled = _rows_of_org(gw, org["id"])
     assert [(r["status"], r["http_status"], r["cost_nanos"]) for r in cancelled] == [("cancelled", 499, 0)]
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_upstream_and_is_billed_for_what_it_got(
+        gw: Gateway, mis: MisbehavingUpstream) -> None:
+    admin, org, key = org_with_key(gw, "stream-leaver", balance="5")
+    closed_before = len(mis.closed)
+    got: list[str] = []
+    with httpx.stream("POST", gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "mis-trickle-stream", "messages": HELLO, "max_tokens": 100, "stream": True},
+                      timeout=30) as answer:
+        assert answer.status_code == 200
+        for line in answer.iter_lines():
+            if "tick" in line:
+                got.append(line)
+                if len(got) == 2:
+                    break  # the client goes away with the stream still running
+    # The gateway notices at once: the upstream connection is dropped, the hold given back, and
+    # what was delivered billed ("cancelled": the client ended it).
+    deadline = time.monotonic() + 20
+    while len(mis.closed) == closed_before or admin.balance(org["id"])["held_nanos"] != 0:
+        assert time.monotonic() < deadline, "the upstream stream outlived its client"
+        time.sleep(0.1)
+    (row,) = _rows_of_org(gw, org["id"])
+    assert row["status"] == "cancelled" and row["stream"] and row["output_tokens"] >= 2
+    assert admin.balance(org["id"])["balance_nanos"] == 5 * 10**9 - row["cost_nanos"] and row["cost_nanos"] > 0
 
 
 def _rows_of_org(gw: Gateway, org_id: str) -> list[dict[str, Any]]:
