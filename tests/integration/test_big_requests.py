@@ -113,3 +113,16 @@ def _healthz_while(gw: Gateway, work: Any) -> _Health:
             health.failed += not ok
     thread.join()
     return health
+
+
+def test_a_1_mb_prompt_that_fits_only_by_its_exact_count_is_answered(upstream_gateway: Gateway) -> None:
+    # 1 MB of words: its byte bound (1M tokens) is past gpt-5.2's 400K window, so only the exact
+    # count (about 200K, in the counting thread) shows it fits; the worker keeps serving meanwhile.
+    body = orjson.dumps({"model": "gpt-5.2", "max_tokens": 5,
+                         "messages": [{"role": "user", "content": "quick brown foxes " * 58_000}]})
+    assert len(body) > 1_000_000
+    health = _healthz_while(upstream_gateway, lambda: post(upstream_gateway, "/v1/chat/completions", body))
+    resp = health.result
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["object"] == "chat.completion"
+    assert health.answered > 0 and health.failed == 0
