@@ -196,7 +196,7 @@ class Settings:
     log_format: str = "plain"  # plain | json (one JSON object per line; one line per request)
     otlp_endpoint: str | None = None  # OpenTelemetry traces to this OTLP/HTTP collector (off when unset)
     trace_service_name: str = "switchyard"
-    trace_sample_ratio: float = 0.05  # requests traced (besides those whose caller's traceparent is sampled)
+    trace_sample_ratio: float = 0.02  # requests traced (besides those whose caller's traceparent is sampled): see README
     drain_seconds: float = 30.0  # on SIGTERM: how long requests in flight (streams) may take to finish
 
     @property
@@ -534,7 +534,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             trace_service_name=str((file.get("tracing") or {}).get("service_name")
                                    or env.get("OTEL_SERVICE_NAME") or "switchyard"),
             trace_sample_ratio=_ratio(env.get("SWITCHYARD_TRACE_SAMPLE_RATIO")
-                                      or (file.get("tracing") or {}).get("sample_ratio", 0.05)),
+                                      or (file.get("tracing") or {}).get("sample_ratio", 0.02)),
             drain_seconds=_positive_seconds(pick("SWITCHYARD_DRAIN_SECONDS", "drain_seconds", 30.0), "drain_seconds"),
         )
     except (TypeError, ValueError) as exc:

@@ -360,8 +360,10 @@ class Billing:
         await self._finish(ticket, 0, 0)
 
     async def _finish(self, ticket: Ticket, settled: int, tokens: int) -> None:
-        """Drop the hold (keeping `settled`) and true up the rate-limit tokens: with Redis, both in
-        one round trip."""
+        """Drop the hold (keeping `settled`) and true up the rate-limit tokens. With Redis both
+        are sent together and not waited for: the bill is already durable, and until Redis has
+        them the shared counters only err on the safe side (a hold kept a moment longer). A
+        release that fails is retried by the lease keeper."""
         if self.redis is None:
             await self._release(ticket.hold, settled)
             await self._correct(ticket.scopes, ticket.rate_tokens, tokens)
@@ -369,10 +371,7 @@ class Billing:
         batch = ScriptBatch(self.redis)
         await self._release(ticket.hold, settled, batch)
         await self._correct(ticket.scopes, ticket.rate_tokens, tokens, batch)
-        try:
-            await batch.run()
-        except RedisError as exc:
-            log.error("could not release a hold or correct rate-limit tokens in Redis: %s", exc)
+        batch.dispatch(_settlement_unsent)
 
     # After a request is billed, a Redis outage must not turn its answer into an error: the
     # shared counters are then a little conservative (a hold kept, retried by the lease keeper).
@@ -387,6 +386,10 @@ class Billing:
             await self.limiter.correct(scopes, estimated, actual, batch)
         except (RuntimeError, RedisError) as exc:
             log.error("could not correct rate-limit tokens: %s", exc)
+
+
+def _settlement_unsent(exc: BaseException) -> None:
+    log.error("could not release a hold or correct rate-limit tokens in Redis: %s", exc)
 
 
 def _multiplied(nanos: int, multiplier: Decimal) -> int:

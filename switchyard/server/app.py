@@ -48,10 +48,11 @@ from switchyard.responses import ResponseStore
 from switchyard.routing.cache import cache_namespace, make_cache
 from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
+from switchyard.server.hot_routes import HotRoutes
 from switchyard.server.reload import Reloader
 from switchyard.server.request_id import RequestIdMiddleware, printable
 from switchyard.server.responses import error_response
-from switchyard.server.routes import routes
+from switchyard.server.routes import hot_routes, routes
 from switchyard.server.state import AppState
 from switchyard.store.database import Store, default_url
 from switchyard.store.redis_client import bounded_client
@@ -251,15 +252,12 @@ def build_app(settings: Settings) -> ASGIApp:
             await store.close()
             tracing.shutdown()
 
-    app = Starlette(
-        routes=routes(),
-        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
-        lifespan=lifespan,
-    )
+    handlers = {GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error}
+    app = Starlette(routes=routes(), exception_handlers=handlers, lifespan=lifespan)  # type: ignore[arg-type]
     state.gauges = gauges
     app.state.sy = state
     # Outermost, so even the 500s Starlette renders itself carry the request id.
-    return RequestIdMiddleware(app)
+    return RequestIdMiddleware(HotRoutes(app, hot_routes(), handlers))  # type: ignore[arg-type]
 
 
 def create_app() -> ASGIApp:

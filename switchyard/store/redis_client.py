@@ -38,8 +38,9 @@ def bounded_client(
 class ScriptBatch:
     """Lua script calls gathered to reach Redis together (each script atomic on its own): at
     settlement a request's hold release and its rate-limit correction. Through the worker's lean
-    client (redis_pipe.RedisPipe) every call is written before any is awaited, so they share one
-    round trip. `add` takes a failure callback, run if that call fails."""
+    client (redis_pipe.RedisPipe) the calls are queued in one loop iteration, so they share one
+    write and one round trip; the request does not wait for them. `add` takes a failure
+    callback, run if that call fails."""
 
     def __init__(self, client: RedisPipe) -> None:
         self._client = client
@@ -49,14 +50,20 @@ class ScriptBatch:
             on_error: Callable[[], None] | None = None) -> None:
         self._calls.append((sha, script, keys, args, on_error))
 
-    async def run(self) -> None:
-        """Send everything; raises the first failure (after each failed call's callback ran)."""
+    def dispatch(self, on_failure: Callable[[BaseException], None]) -> None:
+        """Send everything without waiting: each failed call's callback runs when its reply
+        comes, and `on_failure` with the first failure."""
         calls, self._calls = self._calls, []
-        results = await asyncio.gather(*(self._client.evalsha(sha, script, keys, args)
-                                         for sha, script, keys, args, _ in calls), return_exceptions=True)
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        for (*_, on_error), result in zip(calls, results):
-            if isinstance(result, BaseException) and on_error is not None:
-                on_error()
-        if failure is not None:
-            raise failure
+        failed: list[BaseException] = []
+        for sha, script, keys, args, on_error in calls:
+            def done(reply: asyncio.Future[Any], on_error: Callable[[], None] | None = on_error) -> None:
+                exc = None if reply.cancelled() else reply.exception()
+                if exc is None:
+                    return
+                if on_error is not None:
+                    on_error()
+                if not failed:
+                    failed.append(exc)
+                    on_failure(exc)
+
+            self._client.dispatch(sha, script, keys, args).add_done_callback(done)

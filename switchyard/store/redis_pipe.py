@@ -29,18 +29,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 def _pack(args: tuple[Any, ...]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
+    append = out.append
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
+        kind = type(arg)  # exact types first: this runs for every argument of every call
+        if kind is str:
             data = arg.encode()
+        elif kind is int:
+            data = b"%d" % arg
+        elif kind is bytes:
+            data = arg
         elif isinstance(arg, bool):
             raise TypeError("a Redis argument cannot be a bool")
+        elif isinstance(arg, (str, bytes)):
+            data = arg.encode() if isinstance(arg, str) else bytes(arg)
         elif isinstance(arg, (int, float)):
-            data = repr(arg).encode()
+            data = repr(arg).encode() if isinstance(arg, float) else b"%d" % arg
         else:
-            raise TypeError(f"a Redis argument cannot be a {type(arg).__name__}")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            raise TypeError(f"a Redis argument cannot be a {kind.__name__}")
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(b"\r\n")
     return b"".join(out)
 
 
@@ -105,6 +113,7 @@ class RedisPipe:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._dispatched: set[asyncio.Future[Any]] = set()  # sent, nobody waiting: close() lets them finish
 
     async def call(self, *args: Any) -> Any:
         conn = self._conn
@@ -118,6 +127,35 @@ class RedisPipe:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
             return await self.call("EVAL", script, len(keys), *keys, *args)
+
+    def dispatch(self, sha: str, script: str, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+        """`evalsha` without a coroutine: the call is queued now (written at the end of this loop
+        iteration) and its reply resolves the returned future. For work nobody waits on, such
+        as settlement's releases: the caller goes on at once and no task is created unless the
+        connection must first be opened."""
+        conn = self._conn
+        if conn is None or conn.lost is not None:
+            return self._dispatched_as(asyncio.ensure_future(self.evalsha(sha, script, keys, args)))
+        first = self._send(conn, ("EVALSHA", sha, len(keys), *keys, *args))
+        result: asyncio.Future[Any] = self._dispatched_as(asyncio.get_running_loop().create_future())
+
+        def answered(reply: asyncio.Future[Any]) -> None:
+            if result.done():
+                return
+            exc = None if reply.cancelled() else reply.exception()
+            if isinstance(exc, NoScriptError):  # first use on this server: EVAL also caches it there
+                again = asyncio.ensure_future(self.call("EVAL", script, len(keys), *keys, *args))
+                again.add_done_callback(lambda done: _copy(done, result))
+            else:
+                _copy(reply, result)
+
+        first.add_done_callback(answered)
+        return result
+
+    def _dispatched_as(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        self._dispatched.add(future)
+        future.add_done_callback(self._dispatched.discard)
+        return future
 
     def _send(self, conn: _Connection, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -173,9 +211,23 @@ class RedisPipe:
         self._watch = asyncio.get_running_loop().call_later(self._timeout / 2, self._check)
 
     async def close(self) -> None:
+        """Once the dispatched calls (settlement's releases) are answered, or they time out."""
+        if self._dispatched:
+            await asyncio.wait(list(self._dispatched), timeout=2 * self._timeout)
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
         if self._conn is not None and self._conn.transport is not None:
             self._conn.transport.close()
         self._conn = None
+
+
+def _copy(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())

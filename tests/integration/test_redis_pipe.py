@@ -77,3 +77,45 @@ def test_a_restarted_server_is_reconnected_and_a_silent_one_times_out(tmp_path: 
         asyncio.run(scenario())
     finally:
         redis.stop()
+
+
+def test_dispatched_calls_are_answered_without_being_awaited_and_close_waits_for_them(tmp_path: Path) -> None:
+    """What settlement sends and does not wait for: the first call of a script unknown to the
+    server is loaded (NOSCRIPT, then EVAL), a call before any connection opens one, replies
+    resolve the futures, close() lets the replies in flight arrive, a silent server fails them."""
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    incr = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    incr_sha = hashlib.sha1(incr.encode()).hexdigest()
+
+    async def scenario() -> None:
+        pipe = RedisPipe(redis.url, timeout=1)
+        try:
+            first = pipe.dispatch(SHA, SCRIPT, ["k"], [4])  # no connection yet, script unknown
+            assert await first == [8, b"k"]
+            futures = [pipe.dispatch(incr_sha, incr, ["n"], [i]) for i in range(1, 301)]
+            assert not any(f.done() for f in futures)  # sent at the end of this loop iteration
+        finally:
+            await pipe.close()  # waits for the 300 replies
+        assert all(f.done() and not f.exception() for f in futures)
+        assert [f.result() for f in futures] == [sum(range(1, i + 1)) for i in range(1, 301)]
+        assert redis.cli("GET", "n") == str(sum(range(1, 301)))
+
+        pipe = RedisPipe(redis.url, timeout=1)
+        try:
+            assert await pipe.call("PING") == b"PONG"
+            assert redis.proc is not None
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            try:
+                silent = pipe.dispatch(incr_sha, incr, ["n"], [1])
+                with pytest.raises(RedisTimeoutError):
+                    await silent
+            finally:
+                os.kill(redis.proc.pid, signal.SIGCONT)
+        finally:
+            await pipe.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis.stop()

@@ -164,3 +164,59 @@ def test_a_bill_settled_while_its_counter_was_absent_is_left_out_of_the_rebuild(
             await r.aclose()
 
     _run(scenario())
+
+
+def test_a_release_sent_while_redis_is_silent_is_retried_by_the_lease_keeper(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Settlement does not wait for Redis: its release goes out with the rate-limit correction
+    (ScriptBatch.dispatch). One that fails (Redis silent past the timeout) leaves the hold
+    counted, never lost: the lease keeper gives it back once Redis answers."""
+    import os
+    import signal
+    import time
+
+    from switchyard.store.redis_client import ScriptBatch
+    from switchyard.store.redis_pipe import RedisPipe
+    from tests.fleet import OwnRedis
+
+    own = OwnRedis(tmp_path)
+    own.start()
+    failures: list[BaseException] = []
+
+    async def scenario() -> None:
+        r = aioredis.from_url(own.url)
+        pipe = RedisPipe(own.url, timeout=0.5)
+        funds = SharedFunds(own.url, f"sqlite:///silent-{uuid.uuid4().hex}", lease_seconds=2, pipe=pipe)
+        try:
+            assert await funds.reset_if_idle()
+            await funds.start()
+            who = _principal(1000)
+            hold = await funds.reserve(who, 300, request_id="req_silent")
+            assert await _available(r, funds, "org") == 700
+            assert own.proc is not None
+            os.kill(own.proc.pid, signal.SIGSTOP)
+            try:
+                batch = ScriptBatch(pipe)
+                await funds.release(hold, 120, batch)
+                batch.dispatch(failures.append)  # returns at once
+                deadline = time.monotonic() + 10
+                while not failures:
+                    assert time.monotonic() < deadline, "the silent Redis was never noticed"
+                    await asyncio.sleep(0.05)
+            finally:
+                os.kill(own.proc.pid, signal.SIGCONT)
+            # Still counted (700) until the keeper retries; then 300 - 120 comes back.
+            deadline = time.monotonic() + 15
+            while await _available(r, funds, "org") != 1000 - 120:
+                assert time.monotonic() < deadline, await _available(r, funds, "org")
+                await asyncio.sleep(0.05)
+            assert await r.get(funds._org("org_1") + ":held") in (None, b"0")
+        finally:
+            await funds.reset()
+            await funds.close()
+            await pipe.close()
+            await r.aclose()
+
+    try:
+        _run(scenario())
+    finally:
+        own.stop()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from switchyard.console.routes import routes as console_routes
@@ -11,6 +15,12 @@ from switchyard.server.routes import (
     operations, requests, responses, statements, usage,
 )
 from switchyard.server.routes import files as files_routes
+
+
+def hot_routes() -> dict[str, Callable[[Request], Awaitable[Response]]]:
+    """POST routes served without Starlette's router (server/hot_routes.py); also in `routes`,
+    where their other methods get the app's 405."""
+    return {"/v1/chat/completions": chat.chat_completions, "/v1/responses": responses.create_response}
 
 
 def routes() -> list[BaseRoute]:
