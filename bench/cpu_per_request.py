@@ -13,7 +13,8 @@ CPU time (user + system, from /proc) by the requests it answered.
     python bench/cpu_per_request.py --json-logs      # one JSON line per request (log level info)
     python bench/cpu_per_request.py --redis redis://127.0.0.1:6379/0
     python bench/cpu_per_request.py --redis redis://127.0.0.1:6379/0 --memory-beside  # Redis / in memory
-    python bench/cpu_per_request.py --modes many,1mb  # 200-chunk streams; 1 MB prompts, one at a time
+    python bench/cpu_per_request.py --modes many,1mb,single  # 200-chunk streams; 1 MB prompts and small
+                                                             # ones, one at a time
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ MODES = {
     "stream": ("wrk_chat_stream.lua", {}, 50),
     "many": ("wrk_chat_stream.lua", {"BENCH_MODEL": "gpt-5.2-many"}, 50),
     "1mb": ("wrk_chat.lua", {"BENCH_BODY_FILE": "1mb"}, 1),
+    "single": ("wrk_chat.lua", {}, 1),  # one client at a time: no group commits, every wait a wake-up
 }
 
 
