@@ -242,6 +242,8 @@ def build_app(settings: Settings) -> ASGIApp:
                 await shared_events.close()
             await directory.close()
             await table.close()
+            if pipe is not None:
+                await pipe.drain()  # settlement's last releases reach Redis before the lease goes
             await limiter.close()
             await funds.close()
             await cache.close()

@@ -210,10 +210,13 @@ class RedisPipe:
                 conn.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout} s"))
         self._watch = asyncio.get_running_loop().call_later(self._timeout / 2, self._check)
 
-    async def close(self) -> None:
-        """Once the dispatched calls (settlement's releases) are answered, or they time out."""
+    async def drain(self) -> None:
+        """Until the dispatched calls (settlement's releases) are answered, or have timed out."""
         if self._dispatched:
             await asyncio.wait(list(self._dispatched), timeout=2 * self._timeout)
+
+    async def close(self) -> None:
+        await self.drain()
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
