@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from switchyard.accounts.funds import Hold, budget_refusal, insufficient_quota
 from switchyard.accounts.records import Principal
+from switchyard.background import stop
 from switchyard.metering.cost import usd
 from switchyard.store.redis_client import ScriptBatch, bounded_client
 from switchyard.store.redis_pipe import RedisPipe
@@ -197,6 +198,7 @@ class SharedFunds:
         self._unreleased: dict[str, tuple[_Live, int]] = {}  # releases that failed (Redis away): retried
         self._held: defaultdict[str, int] = defaultdict(int)  # this worker's share, for operators
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def org_held(self, org_id: str) -> int:
         return self._held.get(org_id, 0)
@@ -347,7 +349,9 @@ class SharedFunds:
 
     async def _keep(self) -> None:
         next_reap = time.monotonic() + self._reap_every * (0.5 + secrets.randbelow(1000) / 1000)
-        while True:
+        # Stopped by `_closing` as well as by cancellation: a cancel that lands inside a redis-py
+        # call can come out of it as a RedisError, caught below, and would leave close() waiting.
+        while not self._closing:
             try:
                 await self.renew()
                 if self._unreleased:
@@ -359,7 +363,8 @@ class SharedFunds:
                 log.warning("money holds: Redis unavailable (%s); retrying", exc)
             except Exception:
                 log.exception("money holds: lease keeping failed")
-            await asyncio.sleep(self._renew_every)
+            if not self._closing:
+                await asyncio.sleep(self._renew_every)
 
     async def renew(self) -> None:
         """Renew this owner's lease; if Redis lost its data or the lease had lapsed (so the holds
@@ -436,12 +441,9 @@ class SharedFunds:
             await self._redis.delete(*batch)
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await stop([self._task])
             # A worker that stops cleanly has released every hold: its lease goes with it.
             try:
                 if not self._live and not self._unreleased:

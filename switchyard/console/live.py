@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from switchyard.accounts.events import UsageEvents, event_of
 from switchyard.accounts.ledger import Settlement
+from switchyard.background import stop
 
 log = logging.getLogger("switchyard.console")
 
@@ -41,11 +42,7 @@ class SharedUsageEvents:
         self._tasks = [loop.create_task(self._watch_listeners()), loop.create_task(self._receive())]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        await stop(self._tasks)
 
     def publish(self, batch: Sequence[tuple[Settlement, Any]]) -> None:
         """A committed group's events to every worker (this one hears them back from Redis)."""

@@ -220,3 +220,39 @@ def test_a_release_sent_while_redis_is_silent_is_retried_by_the_lease_keeper(tmp
         _run(scenario())
     finally:
         own.stop()
+
+
+def test_close_ends_the_lease_keeper_even_when_a_redis_call_swallows_its_cancellation() -> None:
+    """Seen twice in the suite: close() cancelled the keeper while redis-py was mid-call, the
+    cancellation came out as a RedisError, the keeper caught it and slept on, and close() waited
+    for ever. The keeper now also stops on close's own flag."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def scenario() -> None:
+        funds = SharedFunds(REDIS_URL, f"sqlite:///keeper-{uuid.uuid4().hex}", lease_seconds=1)
+        calls = 0
+
+        async def renew() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return  # start()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                if calls == 2:  # the first cancel only: a second one ends the keeper, fixed or not
+                    raise RedisConnectionError("connection closed while reading") from None
+                raise
+
+        funds.renew = renew  # type: ignore[method-assign]
+        await funds.start()
+        while calls < 2:  # the keeper is inside its Redis call
+            await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(funds.close())
+        done, _ = await asyncio.wait({closing}, timeout=10)
+        if not done:  # as before the fix: only a second cancel ends the keeper
+            funds._task.cancel()  # type: ignore[union-attr]
+            await asyncio.wait({closing}, timeout=5)
+        assert done, "close() was still waiting for the lease keeper"
+
+    _run(scenario())
