@@ -10,6 +10,7 @@ client saw, when) so the checks can compare it with what was billed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -144,6 +146,16 @@ class OwnRedis:
 
     def cli(self, *args: str) -> str:
         return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True).stdout.strip()
+
+    @contextlib.contextmanager
+    def silent(self) -> Iterator[None]:
+        """Alive but answering nothing (SIGSTOP) while the block runs."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
 
 def restart_postgres() -> None:

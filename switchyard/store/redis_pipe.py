@@ -40,10 +40,14 @@ def _pack(args: tuple[Any, ...]) -> bytes:
             data = arg
         elif isinstance(arg, bool):
             raise TypeError("a Redis argument cannot be a bool")
-        elif isinstance(arg, (str, bytes)):
-            data = arg.encode() if isinstance(arg, str) else bytes(arg)
-        elif isinstance(arg, (int, float)):
-            data = repr(arg).encode() if isinstance(arg, float) else b"%d" % arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = bytes(arg)
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
         else:
             raise TypeError(f"a Redis argument cannot be a {kind.__name__}")
         append(b"$%d\r\n" % len(data))

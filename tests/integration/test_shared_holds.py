@@ -170,8 +170,6 @@ def test_a_release_sent_while_redis_is_silent_is_retried_by_the_lease_keeper(tmp
     """Settlement does not wait for Redis: its release goes out with the rate-limit correction
     (ScriptBatch.dispatch). One that fails (Redis silent past the timeout) leaves the hold
     counted, never lost: the lease keeper gives it back once Redis answers."""
-    import os
-    import signal
     import time
 
     from switchyard.store.redis_client import ScriptBatch
@@ -192,9 +190,7 @@ def test_a_release_sent_while_redis_is_silent_is_retried_by_the_lease_keeper(tmp
             who = _principal(1000)
             hold = await funds.reserve(who, 300, request_id="req_silent")
             assert await _available(r, funds, "org") == 700
-            assert own.proc is not None
-            os.kill(own.proc.pid, signal.SIGSTOP)
-            try:
+            with own.silent():
                 batch = ScriptBatch(pipe)
                 await funds.release(hold, 120, batch)
                 batch.dispatch(failures.append)  # returns at once
@@ -202,8 +198,6 @@ def test_a_release_sent_while_redis_is_silent_is_retried_by_the_lease_keeper(tmp
                 while not failures:
                     assert time.monotonic() < deadline, "the silent Redis was never noticed"
                     await asyncio.sleep(0.05)
-            finally:
-                os.kill(own.proc.pid, signal.SIGCONT)
             # Still counted (700) until the keeper retries; then 300 - 120 comes back.
             deadline = time.monotonic() + 15
             while await _available(r, funds, "org") != 1000 - 120:
