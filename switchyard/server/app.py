@@ -50,6 +50,7 @@ from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
 from switchyard.server.hot_routes import HotRoutes
 from switchyard.server.reload import Reloader
+from switchyard.server.memory import return_large_blocks
 from switchyard.server.request_id import RequestIdMiddleware, printable
 from switchyard.server.responses import error_response
 from switchyard.server.routes import hot_routes, routes
@@ -265,4 +266,5 @@ def build_app(settings: Settings) -> ASGIApp:
 def create_app() -> ASGIApp:
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
+    return_large_blocks()  # in each worker: it is that process's heap
     return build_app(settings)

@@ -11,7 +11,9 @@ for the rest of its body, and goes on serving a request whose client has left. H
   upstream call stops, a local model stops generating, the money hold is released); the
   request's task ends quietly (`client_gone` in the request state). So does a started response
   that asked for it (`cancel_when_gone`: event streams, which then need no task of their own
-  listening for the disconnect); other started responses are left to finish.
+  listening for the disconnect); other started responses are left to finish;
+- a response's status line and headers go out in the same write as its first body piece
+  (uvicorn writes them apart: one more send and one more wake-up of the client per response).
 Deadlines are plain numbers checked by one sweep per worker, so a request costs no timers.
 """
 
@@ -124,7 +126,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         async def tracked(scope: Any, receive: Any, send: Any) -> None:
             self._request_cycle, self._request_task = cycle, asyncio.current_task()  # type: ignore[assignment]
-            await app(scope, receive, send)
+            head_with_body = HeadWithBody(cycle)
+            await app(scope, receive, head_with_body)
+            await head_with_body.flush()
 
         super()._start_asgi_task(cycle, tracked)
 
@@ -143,6 +147,71 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
         elif self._body_due is not None and now > self._body_due:
             self.transport.close()  # the application sees a disconnect and answers nobody
+
+
+class HeadWithBody:
+    """The ASGI `send` of one request: holds `http.response.start` until the first body
+    message and has uvicorn write both in one `transport.write`. Until then the response has
+    not started, for uvicorn as for the client: an application that fails in between gets
+    uvicorn's 500, and a client that leaves cancels the request."""
+
+    __slots__ = ("_cycle", "_start")
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+        self._start: Any = None
+
+    async def __call__(self, message: Any) -> None:
+        cycle = self._cycle
+        if message["type"] == "http.response.start" and self._start is None and not cycle.response_started:
+            self._start = message
+            return
+        start, self._start = self._start, None
+        if start is None:
+            await cycle.send(message)
+            return
+        transport = cycle.transport
+        batch = _Batched(transport)
+        cycle.transport = batch  # type: ignore[assignment]
+        try:
+            await cycle.send(start)
+            await cycle.send(message)
+        finally:
+            cycle.transport = transport
+            batch.flush()
+
+    async def flush(self) -> None:
+        """A start the application sent with no body after it: sent as uvicorn would have."""
+        start, self._start = self._start, None
+        if start is not None:
+            await self._cycle.send(start)
+
+
+class _Batched:
+    """A transport stand-in for the length of one `HeadWithBody` send: writes are joined, a
+    close waits until they are out."""
+
+    __slots__ = ("_transport", "_parts", "_close")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._parts: list[bytes] = []
+        self._close = False
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def close(self) -> None:
+        self._close = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def flush(self) -> None:
+        if self._parts:
+            self._transport.write(b"".join(self._parts))
+        if self._close:
+            self._transport.close()
 
 
 def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:

@@ -40,6 +40,16 @@ class SSEDecoder:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if chunk[-2:] == b"\n\n" and not self._buffer and not self._data and self._event is None and b"\r" not in chunk:
+            # The usual read: whole one-line `data:` events and nothing pending; one split, no
+            # line loop (a stream relays thousands of these a second).
+            events = []
+            for block in chunk[:-2].split(b"\n\n"):
+                if block[:6] != b"data: " or b"\n" in block:
+                    break
+                events.append(SSEEvent(None, block[6:]))
+            else:
+                return events
         self._buffer += chunk
         if b"\n" not in chunk:
             return []
