@@ -29,10 +29,12 @@ def test_a_burst_of_600_requests_gets_no_503(tmp_path: Path, upstream: StandInUp
             async with httpx.AsyncClient(base_url=gw.base_url, timeout=120, limits=limits,
                                          headers={"Authorization": f"Bearer {key}"}) as http:
                 answers = await asyncio.gather(*(http.post("/chat/completions", json=body) for _ in range(600)))
-                return [a.status_code for a in answers]
+                return [(a.status_code, a.text) for a in answers]
 
-        statuses = asyncio.run(burst())
-        assert statuses.count(200) == 600, {s: statuses.count(s) for s in set(statuses)}
+        answers = asyncio.run(burst())
+        statuses = [status for status, _ in answers]
+        failed = next((text for status, text in answers if status != 200), None)
+        assert statuses.count(200) == 600, ({s: statuses.count(s) for s in set(statuses)}, failed)
         spent = admin.call("GET", "/keys", params={"org": org["id"]})["data"][0]["spent_nanos"]
         balance = admin.balance(org["id"])
         assert balance["consistent"] and balance["balance_nanos"] == 100 * 10**9 - spent

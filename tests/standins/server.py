@@ -43,7 +43,9 @@ class ThreadedStandIn:
         self.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls)
+        # A provider's front door takes a burst of connections at once; aiohttp's default
+        # backlog (128) drops SYNs under a 600-request burst on a busy machine.
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls, backlog=1024)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._started.set()
