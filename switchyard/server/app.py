@@ -49,8 +49,8 @@ from switchyard.routing.cache import cache_namespace, make_cache
 from switchyard.routing.router import Router
 from switchyard.routing.table import ModelTable
 from switchyard.server.hot_routes import HotRoutes
-from switchyard.server.reload import Reloader
 from switchyard.server.memory import return_large_blocks
+from switchyard.server.reload import Reloader
 from switchyard.server.request_id import RequestIdMiddleware, printable
 from switchyard.server.responses import error_response
 from switchyard.server.routes import hot_routes, routes

@@ -10,7 +10,6 @@ blocks in mmap, returned to the system the moment they are freed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("switchyard.server.memory")
@@ -21,13 +20,9 @@ LARGE_BLOCK_BYTES = 256 * 1024  # blocks this size and up live in their own mapp
 
 def return_large_blocks() -> bool:
     """Fix glibc's mmap threshold (a no-op on other C libraries). True if it was set."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded: no search for it
+    except (OSError, AttributeError):  # a C library without mallopt
         return False
     ok = bool(mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
     if not ok:
