@@ -39,7 +39,7 @@ from switchyard.routing.table import Deployment, ModelTable
 from switchyard.wire.answers import answer_text, public_model_name
 from switchyard.wire.chat import ChatRequest, parse_chat_request
 from switchyard.wire.errors import GatewayError, invalid_request, permission_denied
-from switchyard.wire.sse import DONE, data_frame, event_frame
+from switchyard.wire.sse import DONE, LastFrame, data_frame, event_frame
 
 log = logging.getLogger("switchyard.requests")
 # Rows to commit with a request's bill, made from the final answer (usage.cost set) and its cost.
@@ -443,7 +443,7 @@ class Gateway:
             cost = await self.settle_metered(ticket, meter(finals), "completed")
             if held is not None:
                 set_cost(held, cost)
-                yield _media_frame(held)
+                yield LastFrame(_media_frame(held))
         except GatewayError as exc:
             if not ticket.settled:
                 await self.settle_metered(ticket, meter(finals), "partial", error_code=exc.code)
@@ -493,14 +493,14 @@ class Gateway:
                 usage_chunk["usage"]["cost"] = usd_number(cost)
                 tail.append(data_frame(orjson.dumps(usage_chunk)))
             tail.append(DONE)
-            yield b"".join(tail)
+            yield LastFrame(b"".join(tail))
         except GatewayError as exc:
             # Headers are gone: bill what was delivered, then an `error` event (the SDK raises APIError).
             # (Unless the failure was the bill itself: then nothing is billed, and the client is told.)
             status = "partial"
             if not ticket.settled:
                 await self.settle(ticket, None, tier, _delivered_text(sent), status, error_code=exc.code)
-            yield data_frame(exc.to_json())
+            yield LastFrame(data_frame(exc.to_json()))
         finally:
             await stream.aclose()
             if not ticket.settled:

@@ -20,7 +20,7 @@ from switchyard.wire.errors import GatewayError
 from switchyard.wire.messages import (
     MessageEvents, chat_from_messages, event, message_from_completion, usage_from_anthropic,
 )
-from switchyard.wire.sse import DONE, SSEEvent
+from switchyard.wire.sse import DONE, LastFrame, SSEEvent
 
 ENDPOINT = "/v1/messages"
 _DONE_LINE = DONE.strip()
@@ -124,12 +124,12 @@ async def _relayed(gw: Gateway, ticket: Ticket, events: AsyncIterator[list[SSEEv
                 yield bytes(out)
             batch = await anext(events, None)
         await gw.settle(ticket, reported(), None, lambda: _delta_text(deltas), "completed")
-        yield stop
+        yield LastFrame(stop)
     except GatewayError as exc:
         if not ticket.settled:
             await gw.settle(ticket, reported(), None, _delta_text(deltas), "partial", error_code=exc.code)
-        yield event("error", {"error": {"type": exc.type if exc.type.endswith("_error") else "api_error",
-                                        "message": exc.message}})
+        yield LastFrame(event("error", {"error": {"type": exc.type if exc.type.endswith("_error") else "api_error",
+                                                  "message": exc.message}}))
     finally:
         await events.aclose()  # type: ignore[attr-defined]
         if not ticket.settled:
@@ -157,11 +157,11 @@ async def _message_events(frames: AsyncIterator[bytes], events: MessageEvents) -
                 chunk = orjson.loads(line[6:])
                 if "error" in chunk and not chunk.get("choices"):
                     out += events.error(str((chunk["error"] or {}).get("message") or "upstream error"))
-                    yield out
+                    yield LastFrame(out)
                     return
                 out += events.chunk(chunk)
             if out:
                 yield out
-        yield events.end()
+        yield LastFrame(events.end())
     finally:
         await frames.aclose()  # type: ignore[attr-defined]

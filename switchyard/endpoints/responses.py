@@ -24,7 +24,7 @@ from switchyard.wire.chat import parse_chat_request
 from switchyard.wire.errors import GatewayError, not_found
 from switchyard.wire.responses import ResponsesRequest, input_items, new_id, parse_responses_request
 from switchyard.wire.responses_chat import ResponseEvents, chat_body, dropped_tools, response_from_chat
-from switchyard.wire.sse import event_frame
+from switchyard.wire.sse import LastFrame, event_frame
 
 log = logging.getLogger("switchyard.requests")
 ENDPOINT = "/v1/responses"
@@ -173,12 +173,12 @@ async def _relay_events(gw: Gateway, ticket: Ticket, source: EventSource, keep: 
         status = "completed" if final["type"] != "response.failed" else "partial"
         await gw.settle(ticket, response.get("usage"), response.get("service_tier"), source.delivered,
                         status, attach=attach, replace_usage=response)
-        yield _event_frame(final)
+        yield LastFrame(_event_frame(final))
     except GatewayError as exc:
         # Headers are gone: bill what was delivered, then close the stream as failed.
         if not ticket.settled:
             await gw.settle(ticket, None, None, source.delivered(), "partial", error_code=exc.code)
-        yield b"".join(_event_frame(e) for e in source.failed(exc))
+        yield LastFrame(b"".join(_event_frame(e) for e in source.failed(exc)))
     finally:
         await source.aclose()
         if not ticket.settled:

@@ -77,8 +77,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         cycle, task = self._request_cycle, self._request_task
         if (cycle is not None and task is not None and not task.done() and cycle is self.cycle
+                and not cycle.response_complete
                 and (not cycle.response_started or cycle.scope.get("state", {}).get("cancel_when_gone"))):
-            # Nobody will read the answer: stop working on it (a started response only if it asked to).
+            # Nobody will read the answer: stop working on it (a started response only if it asked
+            # to; an answer already sent whole is left to finish its cleanup).
             cycle.scope["state"]["client_gone"] = True
             task.cancel()
         super().connection_lost(exc)

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from switchyard.accounts.events import UsageEvents
 from switchyard.wire.errors import GatewayError
-from switchyard.wire.sse import data_frame
+from switchyard.wire.sse import LastFrame, data_frame
 
 # A comment this often keeps proxies from closing a quiet event stream.
 KEEP_ALIVE_SECONDS = 15
@@ -53,6 +53,19 @@ class SSEResponse(StreamingResponse):
         finally:
             if self._finish is not None:
                 await self._finish()
+
+    async def stream_response(self, send: Send) -> None:
+        """Each frame as it comes; a `LastFrame` ends the body in the same message (whatever
+        the frames' cleanup does after it, the client already has its whole answer)."""
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        ended = False
+        async for frame in self.body_iterator:
+            if ended:
+                continue  # nothing may follow a stream's last frame
+            ended = isinstance(frame, LastFrame)
+            await send({"type": "http.response.body", "body": frame, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def sse_response(

@@ -5,6 +5,13 @@ from __future__ import annotations
 DONE = b"data: [DONE]\n\n"
 
 
+class LastFrame(bytes):
+    """A stream's final frame: nothing follows it, so the server sends it together with the
+    end of the body (one write, and one read for the client, where there would be two)."""
+
+    __slots__ = ()
+
+
 def data_frame(payload: bytes) -> bytes:
     """A `data:` frame as Chat Completions streams use (no `event:` line)."""
     return b"data: " + payload + b"\n\n"

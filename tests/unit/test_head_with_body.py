@@ -1,4 +1,5 @@
-"""A response's head goes out with its first body piece: one write where uvicorn makes two.
+"""A response's head goes out with its first body piece, and a stream's last frame with the end
+of its body: one write where uvicorn makes two.
 
 Driven through uvicorn's own RequestResponseCycle with a transport that records each write,
 so what is checked is the bytes a client would receive, write by write."""
@@ -7,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncGenerator
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from switchyard.server.protocol import HeadWithBody
+from switchyard.server.responses import SSEResponse
+from switchyard.wire.sse import LastFrame
 
 
 class RecordingTransport(asyncio.Transport):
@@ -96,3 +100,43 @@ def test_a_head_without_a_body_is_still_sent_when_the_application_returns() -> N
         assert cycle.response_started and transport.writes[0].startswith(b"HTTP/1.1 204 No Content\r\n")
 
     asyncio.run(go())
+
+
+def _streamed(frames: list[bytes]) -> tuple[RecordingTransport, RequestResponseCycle, list[str]]:
+    async def source() -> AsyncGenerator[bytes, None]:
+        for frame in frames:
+            yield frame
+
+    async def go() -> tuple[RecordingTransport, RequestResponseCycle, list[str]]:
+        transport = RecordingTransport()
+        cycle = _cycle(transport)
+        finished: list[str] = []
+
+        async def finish() -> None:
+            finished.append("finish")
+
+        send = HeadWithBody(cycle)
+        await SSEResponse(source(), finish=finish)(cycle.scope, cycle.receive, send)
+        await send.flush()
+        return transport, cycle, finished
+
+    return asyncio.run(go())
+
+
+def test_a_streams_last_frame_ends_the_body_in_the_same_write() -> None:
+    transport, cycle, finished = _streamed([b"data: 1\n\n", LastFrame(b"data: [DONE]\n\n")])
+    assert len(transport.writes) == 2
+    assert transport.writes[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")
+    assert transport.writes[1] == b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+    assert cycle.response_complete and finished == ["finish"]
+
+
+def test_nothing_is_written_after_a_last_frame() -> None:
+    transport, cycle, _ = _streamed([LastFrame(b"data: 1\n\n"), b"data: late\n\n"])
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"9\r\ndata: 1\n\n\r\n0\r\n\r\n")
+    assert b"late" not in b"".join(transport.writes) and cycle.response_complete
+
+
+def test_a_stream_without_a_last_frame_is_ended_after_its_frames() -> None:
+    transport, cycle, _ = _streamed([b"data: 1\n\n", b"data: 2\n\n"])
+    assert transport.writes[1:] == [b"9\r\ndata: 2\n\n\r\n", b"0\r\n\r\n"] and cycle.response_complete
