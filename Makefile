@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	# One install step: llama-cpp-python compiles llama.cpp here (~4 min on 2 cores; pip caches the wheel).
-	$(VENV)/bin/pip install --progress-bar on -e '.[dev]'
+	# One install step: llama-cpp-python compiles llama.cpp here (~4-7 min on 2 cores).
+	# GGML_NATIVE=OFF builds it for any x86-64 with AVX2 instead of -march=native: the native
+	# build crashed (general protection fault in libggml-cpu) on the first generation on an
+	# AVX-512 EPYC. --no-cache-dir so that a wheel pip cached from an earlier native build,
+	# possibly made on another CPU, is never reused.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $(CMAKE_ARGS)" $(VENV)/bin/pip install --no-cache-dir --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
