@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	# One install step: llama-cpp-python compiles llama.cpp here (~4-7 min on 2 cores).
+	# One install step: llama-cpp-python compiles llama.cpp here (about 7 min on 2 cores, measured).
 	# GGML_NATIVE=OFF builds it for any x86-64 with AVX2 instead of -march=native: the native
 	# build crashed (general protection fault in libggml-cpu) on the first generation on an
 	# AVX-512 EPYC. --no-cache-dir so that a wheel pip cached from an earlier native build,
