@@ -21,7 +21,32 @@ from openai import OpenAI
 from tests.openapi_spec import openapi  # noqa: F401  (the fixture validating objects against OpenAI's spec)
 from tests.standins.openai_upstream import StandInUpstream
 
+# pytest-xdist's workers set COLUMNS=80 and LINES=24; the commands the tests run would take that as
+# a user's choice of width, where in a plain run their output goes to a pipe of no given width.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 MASTER_KEY = "sk-sy-test-master"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Which tests share a process under `make test` (pytest-xdist, --dist loadgroup): each module's
+    tests go together (its servers start once), and every test that runs the real model goes
+    to one process. llama.cpp's threads spin while they wait for each other: two generations at
+    once on two cores took several times as long as one after the other."""
+    for item in items:
+        if "local_gateway" in getattr(item, "fixturenames", ()) or item.get_closest_marker("local_model"):
+            item.add_marker(pytest.mark.xdist_group("local-model"))
+        elif not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    yield
+    # pytest-xdist groups by renaming each test (`name@group`); pytest 9.2 ignores the rename, and
+    # the groups were silently lost (hence pytest<9.2 in pyproject.toml). Fail loudly instead.
+    if getattr(config.option, "loadgroup", False) and items and "@" not in items[0].nodeid:
+        raise pytest.UsageError("pytest-xdist --dist loadgroup has no effect with this pytest: tests/conftest.py")
+
+
 USER_KEY = "sk-sy-test-user"
 
 

@@ -181,15 +181,22 @@ class AccountsAdmin:
 
     async def ensure_operator_org(self) -> None:
         """The organisation that config keys and the master key bill to: metered, never refused."""
-        async with self.engine.begin() as conn:
-            found = (await conn.execute(select(organizations.c.id).where(organizations.c.id == OPERATOR_ORG_ID))).first()
+        try:
+            async with self.engine.begin() as conn:
+                found = (await conn.execute(select(organizations.c.id).where(organizations.c.id == OPERATOR_ORG_ID))).first()
+                if found is None:
+                    t = now_ms()
+                    await conn.execute(insert(organizations).values(
+                        id=OPERATOR_ORG_ID, name="operator", tier="unlimited" if "unlimited" in self.tiers else sorted(self.tiers)[0],
+                        price_multiplier="1", prepaid=False, balance_nanos=0, overdraft_nanos=0,
+                        rpm_limit=None, tpm_limit=None, created_at=t, updated_at=t,
+                    ))
+        except IntegrityError:
+            # Replicas starting together on one database: another one inserted it first.
+            async with self.engine.connect() as conn:
+                found = (await conn.execute(select(organizations.c.id).where(organizations.c.id == OPERATOR_ORG_ID))).first()
             if found is None:
-                t = now_ms()
-                await conn.execute(insert(organizations).values(
-                    id=OPERATOR_ORG_ID, name="operator", tier="unlimited" if "unlimited" in self.tiers else sorted(self.tiers)[0],
-                    price_multiplier="1", prepaid=False, balance_nanos=0, overdraft_nanos=0,
-                    rpm_limit=None, tpm_limit=None, created_at=t, updated_at=t,
-                ))
+                raise
 
     # ---- organisations -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import uuid
 
+import pytest
 import redis.asyncio as aioredis
 
 from switchyard.accounts.shared_funds import SharedFunds
@@ -19,6 +20,7 @@ from tests.integration.test_redis_limiter import REDIS_URL
 from tests.integration.test_shared_holds import _available, _principal
 
 
+@pytest.mark.alone  # counts the Redis server's calls: another test's traffic would show in them
 def test_limits_and_hold_in_one_round_trip() -> None:
     async def scenario() -> None:
         r = aioredis.from_url(REDIS_URL)

@@ -302,6 +302,7 @@ def test_a_crashed_workers_batch_is_taken_over_by_another(tmp_path: Path, standi
         gw.stop()
 
 
+@pytest.mark.local_model
 def test_local_model_batch_survives_a_restart(tmp_path: Path, openapi: Any) -> None:
     env = {"SWITCHYARD_BATCH_LEASE_SECONDS": "3"}
     workdir = tmp_path / "local"

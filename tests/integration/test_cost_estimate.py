@@ -203,11 +203,12 @@ def test_org_price_multiplier_applies(upstream_gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("url, detail", [
-    (f"http://127.0.0.1:{free_port()}/gone.png", "auto"),
+    ("http://127.0.0.1:{closed_port}/gone.png", "auto"),  # a port picked at run time: ids stay the same in every process
     ("file:///etc/passwd", "auto"),
     ("data:image/png;base64,bm90IGFuIGltYWdl", "auto"),
 ])
 def test_bad_images_are_400_naming_the_image(upstream_gateway: Gateway, url: str, detail: str) -> None:
+    url = url.replace("{closed_port}", str(free_port()))
     resp = estimate(upstream_gateway, {"model": "gpt-5.2", "messages": with_image("Look.", url, detail)})
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]

@@ -15,9 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.conftest import StandInUpstream
 from tests.fleet import Fleet, Load, Outcome, restart_postgres
+
+pytestmark = pytest.mark.alone  # they stop and restart the machine's PostgreSQL
 
 NANO = Decimal(10) ** 9
 RPM = 12  # the rate-limited key's limit: well below what its share of the load asks for

@@ -17,6 +17,8 @@ from tests.conftest import Admin, Gateway, start_gateway
 from tests.integration.test_batches import is_final, jsonl, upload, wait_batch
 from tests.real_servers import ALIAS, LlamaServer, start_llama_server
 
+pytestmark = pytest.mark.local_model  # llama.cpp's own server, on the real model
+
 CATALOG = {"smollm2-server": {
     # What the catalog claims; the small server is started with less context than this.
     "provider": "openai", "owned_by": "test", "created": 1730419200, "context_window": 8192,

@@ -26,12 +26,13 @@ SCHEMAS: list[dict[str, Any]] = [
      "required": ["city", "mood"], "additionalProperties": False},
 ]
 # Prompts that ask for line breaks: with a grammar that let control characters into strings, a
-# quarter of such answers held a raw newline inside a JSON string.
+# quarter of such answers held a raw newline inside a JSON string (20 examples miss that 0.3% of
+# the time).
 PROMPTS = ["Write a poem with three lines.", "List three fruits, one per line.",
            "Give a recipe, one step per line.", "Write a haiku."]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(schema=st.sampled_from(SCHEMAS), prompt=st.sampled_from(PROMPTS), seed=st.integers(0, 2**20),
        max_tokens=st.sampled_from([40, 150, 150]))
 def test_strict_json_schema_answers_always_parse(
