@@ -24,7 +24,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	# Byte-code first: the tests start the gateway and the CLI a few hundred times, and where
-	# PYTHONDONTWRITEBYTECODE is set (as on the CI machines) each start compiled every module again.
+	# PYTHONDONTWRITEBYTECODE is set (as on these VMs) each start compiled every module again.
 	$(VENV)/bin/python -m compileall -q -j 0 switchyard tests
 	# Two processes, each module on one of them (its servers started once) and every test of the
 	# real model on the same one (tests/conftest.py says why); then, alone, the few tests that
