@@ -296,7 +296,8 @@ def test_context_overflow_is_400_before_generation(local_gateway: Gateway) -> No
 
 def test_the_catalog_window_is_the_models_window(local_gateway: Gateway) -> None:
     # A prompt past the 4,096 tokens the engine once had fits the 8,192-token window the catalog
-    # lists (no longer: the CPU build reads about 200 tokens/s).
+    # lists. 4,400 words rather than a coding agent's 6,500 tokens: the CPU build reads about 200
+    # tokens/s.
     reply = local_gateway.client().chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "word " * 4400}], max_tokens=4)
     assert reply.usage.prompt_tokens > 4400
