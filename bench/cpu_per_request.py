@@ -11,6 +11,7 @@ CPU time (user + system, from /proc) by the requests it answered.
     python bench/cpu_per_request.py --tracing        # spans exported to a local OTLP sink
     python bench/cpu_per_request.py --no-metrics     # metrics.enabled: false
     python bench/cpu_per_request.py --json-logs      # one JSON line per request (log level info)
+    python bench/cpu_per_request.py --log-level info # serve's default: a plain line per billed request
     python bench/cpu_per_request.py --redis redis://127.0.0.1:6379/0
     python bench/cpu_per_request.py --redis redis://127.0.0.1:6379/0 --memory-beside  # Redis / in memory
     python bench/cpu_per_request.py --modes many,1mb,single  # 200-chunk streams; 1 MB prompts and small
@@ -120,6 +121,8 @@ def start_gateway(binary: str, args: argparse.Namespace, up_port: int, sink_port
         env["SWITCHYARD_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
         if args.trace_ratio is not None:
             env["SWITCHYARD_TRACE_SAMPLE_RATIO"] = str(args.trace_ratio)
+    if args.log_level:
+        env["SWITCHYARD_LOG_LEVEL"] = args.log_level
     if args.json_logs:
         env.update(SWITCHYARD_LOG_FORMAT="json", SWITCHYARD_LOG_LEVEL="info")
     if redis:
@@ -190,6 +193,7 @@ def main() -> None:
                     help="with --tracing: tracing.sample_ratio (default: the config's default)")
     ap.add_argument("--no-metrics", action="store_true", help="metrics.enabled: false")
     ap.add_argument("--json-logs", action="store_true", help="SWITCHYARD_LOG_FORMAT=json at log level info")
+    ap.add_argument("--log-level", help="SWITCHYARD_LOG_LEVEL (default warning; `serve`'s own default is info: a line a request)")
     ap.add_argument("--redis", help="SWITCHYARD_REDIS_URL: limits and holds in Redis")
     ap.add_argument("--profile", help="py-spy the worker during each run; collapsed stacks to PROFILE.<mode>.txt")
     ap.add_argument("--modes", default="non-stream,stream", help=f"comma list of {', '.join(MODES)}")

@@ -78,6 +78,17 @@ class Gateway:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def logs_with(self, *parts: str, timeout: float = 30) -> str:
+        """The log, once a line holds every one of `parts`: a worker writes its info lines from
+        a thread of its own, up to 0.2 s after they are logged."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.logs()
+            if any(all(part in line for part in parts) for line in text.splitlines()):
+                return text
+            assert time.monotonic() < deadline, f"no log line with {parts}:\n{text[-3000:]}"
+            time.sleep(0.05)
+
     def usage_record(self, request_id: str) -> dict[str, Any]:
         """The request's usage record, read from the gateway's own SQLite file (as an operator
         would); waits for it, since a stream's record commits as its last frame leaves."""

@@ -229,6 +229,9 @@ def build_app(settings: Settings) -> ASGIApp:
         try:
             yield
         finally:
+            # uvicorn ends the process by raising the signal it caught again: no atexit, so
+            # from here on every line goes out as it is logged.
+            logs.write_at_once()
             loop.remove_signal_handler(signal.SIGHUP)
             await reloader.close()
             await batches.stop()  # first: lines in flight still settle through the ledger writer

@@ -286,7 +286,7 @@ def test_a_crashed_workers_batch_is_taken_over_by_another(tmp_path: Path, standi
         created = client.batches.create(input_file_id=upload(client, [chat_line(cid) for cid in ids]),
                                         endpoint=CHAT, completion_window="24h")
         wait_batch(client, created.id, completed_at_least(40))
-        (owner,) = re.findall(rf"batch {created.id}: claimed by (\S+)", gw.logs())
+        (owner,) = re.findall(rf"batch {created.id}: claimed by (\S+)", gw.logs_with(f"batch {created.id}: claimed by"))
         os.kill(int(owner.split(":")[1]), signal.SIGKILL)
 
         client = gw.client(key, max_retries=3)  # a fresh connection: the old one went with the worker

@@ -150,7 +150,8 @@ def test_a_server_without_the_responses_api_is_served_by_translation(
     assert deltas == ANSWER == final.output_text
     # Found out once, then remembered: the second turn went straight to chat.
     assert before == 1 and server.paths().count("/v1/responses") == 1
-    said = [line for line in gw.logs().splitlines() if f"deployment {model}#0 has no /responses (HTTP 404)" in line]
+    said = [line for line in gw.logs_with(f"deployment {model}#0 has no /responses (HTTP 404)").splitlines()
+            if f"deployment {model}#0 has no /responses (HTTP 404)" in line]
     assert len(said) == 1  # logged once, not per request
 
 

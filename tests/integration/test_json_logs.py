@@ -61,3 +61,32 @@ def test_json_logs_have_one_line_per_request_and_no_secrets(tmp_path: Path, upst
             assert secret not in text, secret
     finally:
         gw.stop()
+
+
+def _request_lines(gw_logs: str, request_id: str) -> list[str]:
+    return [line for line in gw_logs.splitlines() if request_id in line or "POST /v1/chat/completions" in line]
+
+
+def test_plain_logs_have_one_line_per_request_and_the_access_log_only_when_asked(
+        tmp_path: Path, upstream: StandInUpstream) -> None:
+    """Plain format at the default level: each answered request leaves its `switchyard.requests`
+    line and nothing else; uvicorn's access line is there only with `serve --access-log` (with
+    one worker and with two: workers set their logging up in their own processes)."""
+    body = {"model": "gpt-5.2", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 5}
+    for name, args, env in (("default", [], {}), ("access-log", ["--access-log"], {}),
+                            ("two-workers", ["--access-log", "--workers", "2"], {"SWITCHYARD_REDIS_URL": "redis://127.0.0.1:6379/0"})):
+        gw = start_gateway(tmp_path / name, config=upstream_config(upstream), args=args, env=env)
+        try:
+            with httpx.Client(base_url=gw.base_url, timeout=60, headers={"Authorization": f"Bearer {USER_KEY}"}) as http:
+                r = http.post("/chat/completions", json=body)
+                assert r.status_code == 200
+                rid = r.headers["x-request-id"]
+        finally:
+            gw.stop()
+        text = gw.logs()
+        mine = _request_lines(text, rid)
+        billed = [line for line in mine if " INFO switchyard.requests: " in line and rid in line]
+        access = [line for line in mine if " INFO uvicorn.access: " in line and "POST /v1/chat/completions" in line]
+        assert len(billed) == 1 and "status=completed" in billed[0], (name, mine)
+        assert len(access) == (0 if name == "default" else 1), (name, mine)
+        assert len(mine) == len(billed) + len(access), (name, mine)

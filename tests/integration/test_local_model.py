@@ -344,7 +344,7 @@ def test_client_disconnect_stops_generation(local_gateway: Gateway) -> None:
     # The engine logs how far a generation got when its client went away.
     reply = local_gateway.client().chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=4)
     assert reply.choices[0].message.content is not None
-    logs = local_gateway.logs()
+    logs = local_gateway.logs_with(request_id, "client went away")
     line = next(l for l in logs.splitlines() if request_id in l and "client went away" in l)
     generated = int(line.split("after ")[1].split(" ")[0])
     assert generated < 3000

@@ -59,7 +59,7 @@ def test_refused_requests_leave_a_log_line_and_a_zero_cost_record(upstream_gatew
     usage = admin.call("GET", "/usage", params={"org": org["id"]})["data"][0]
     assert (usage["requests"], usage["errors"], usage["cost_nanos"]) == (0, 4, 0)
 
-    logs = upstream_gateway.logs()
+    logs = upstream_gateway.logs_with("status=429 code=insufficient_quota")
     lines = [line for line in logs.splitlines() if "status=4" in line and "/v1/chat/completions" in line]
     assert any("status=400 code=invalid_value param=messages[0].role" in line and f"key={rows[0]['key_id']}" in line
                and "model=gpt-5.2" in line for line in lines)

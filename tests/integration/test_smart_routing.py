@@ -57,7 +57,7 @@ def test_auto_picks_the_tier_from_the_request(gw: Gateway, content: str, extra: 
     completion = raw.parse()
     assert completion.model == model
     request_id = raw.headers["x-request-id"]
-    assert any(request_id in line and f"-> {model} (rule {rule}" in line for line in gw.logs().splitlines())
+    gw.logs_with(request_id, f"-> {model} (rule {rule}")
 
 
 def test_auto_is_listed_and_billed_at_the_chosen_tier(gw: Gateway) -> None:
