@@ -45,7 +45,7 @@ class LineWriter(logging.Handler):
     """Formats each record where it is logged; info lines are written to stderr by a thread of
     its own, at most `interval` seconds later and many in one write, while a warning or worse is
     written at once, after whatever is queued. Written on the event loop, every request's line
-    cost a write to stderr (about 50 µs, and a stalled pipe would have stopped the loop). If
+    cost a write to stderr (a syscall each, and a stalled pipe would have stopped the loop). If
     stderr stays stuck, info lines past `max_pending` bytes are dropped, and counted in the next
     write."""
 
