@@ -178,19 +178,6 @@ class Response:
         left = self._deadline - self._conn._loop.time()
         return (left, True) if left < self._read_timeout else (self._read_timeout, False)
 
-    async def _wait(self) -> None:
-        """Until more of the body arrives. One timer per response, re-armed only when it fires:
-        a stream of small chunks must not pay for a timeout scope per chunk."""
-        loop = self._conn._loop
-        self._waiter = loop.create_future()
-        self._waiting_since = loop.time()
-        if self._timer is None:
-            self._arm()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
     def _arm(self) -> None:
         due = self._waiting_since + self._read_timeout
         if self._deadline is not None and self._deadline < due:
@@ -227,7 +214,18 @@ class Response:
                     raise self.error
                 if self.complete:
                     return
-                await self._wait()
+                # Until more of the body arrives (inline: a coroutine per chunk costs). One timer
+                # per response, re-armed only when it fires: a stream of small chunks must not
+                # pay for a timeout scope per chunk.
+                loop = self._conn._loop
+                self._waiter = waiter = loop.create_future()
+                self._waiting_since = loop.time()
+                if self._timer is None:
+                    self._arm()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
         finally:
             self.release()
 

@@ -13,7 +13,7 @@ import logging
 import struct
 from contextlib import aclosing
 from urllib.parse import urlsplit
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -261,11 +261,8 @@ class OpenAIProvider(HTTPProvider):
                                  code="upstream_invalid_response")
         return data
 
-    async def complete_stream(self, call: CompletionCall) -> AsyncIterator[list[bytes]]:
-        resp = await self.post("/completions", self._completion_payload(call, True), map_error, stream=True)
-        async with aclosing(self._chunks(resp)) as batches:
-            async for batch in batches:
-                yield batch
+    def complete_stream(self, call: CompletionCall) -> AsyncIterator[list[bytes]]:
+        return self._chunks("/completions", lambda: self._completion_payload(call, True))
 
     # ---- media: images and audio ------------------------------------------------------------
 
@@ -365,30 +362,36 @@ class OpenAIProvider(HTTPProvider):
             raise upstream_error(502, f"Deployment {self.deployment.id} returned an invalid response.", code="upstream_invalid_response")
         return data
 
-    async def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
-        resp = await self._send(call, stream=True)
-        async with aclosing(self._chunks(resp)) as batches:
-            async for batch in batches:
-                yield batch
+    def chat_stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
+        return self._chunks("/chat/completions", lambda: self._payload(call, True))
 
-    async def _chunks(self, resp: Response) -> AsyncIterator[list[bytes]]:
-        """The chunk payloads of a chat or completions stream, batched per read, up to [DONE]."""
+    async def _chunks(self, path: str, payload: Callable[[], bytes]) -> AsyncIterator[list[bytes]]:
+        """The chunk payloads of a chat or completions stream, batched per read, up to [DONE].
+        One generator from the socket's pieces to the batches: a 200-chunk stream resumes each
+        layer once per chunk, so this path has no layers it does not need."""
         dep_id = self.deployment.id
-        async with aclosing(self._event_batches(resp)) as batches:
-            async for events in batches:
-                batch, done = [], False
-                for event in events:
+        resp = await self.post(path, payload(), map_error, stream=True)
+        try:
+            if resp.content_type != "text/event-stream":
+                raise upstream_error(502, f"Deployment {dep_id} did not answer with an event stream.", code="upstream_invalid_response")
+            decoder = SSEDecoder()
+            async for piece in resp.iter_chunks():
+                batch = []
+                for event in decoder.feed(piece):
                     data = event.data
                     if data == b"[DONE]":
-                        done = True
-                        break
+                        if batch:
+                            yield batch
+                        return
                     if b'"error"' in data:
                         _raise_if_error_event(data, dep_id)
                     batch.append(data)
                 if batch:
                     yield batch
-                if done:
-                    return
+        except (UpstreamTimeout, UpstreamProtocolError) as exc:
+            raise transport_error(exc, dep_id) from None
+        finally:
+            resp.release()
         raise upstream_error(502, f"Deployment {dep_id} ended the stream early.", code="upstream_stream_broken")
 
 

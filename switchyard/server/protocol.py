@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import lru_cache
+from collections.abc import Awaitable, Generator
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -151,6 +152,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # the application sees a disconnect and answers nobody
 
 
+class _Done:
+    """An awaitable that is already done (what `send` returns when it holds a message back)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that returns at once
+
+
+_DONE = _Done()
+
+
 class HeadWithBody:
     """The ASGI `send` of one request: holds `http.response.start` until the first body
     message and has uvicorn write both in one `transport.write`. Until then the response has
@@ -163,15 +177,20 @@ class HeadWithBody:
         self._cycle = cycle
         self._start: Any = None
 
-    async def __call__(self, message: Any) -> None:
+    def __call__(self, message: Any) -> Awaitable[None]:
+        # A plain function handing back uvicorn's own awaitable: a stream's every frame comes
+        # through here, and a coroutine of ours around uvicorn's would be one more per frame.
         cycle = self._cycle
         if message["type"] == "http.response.start" and self._start is None and not cycle.response_started:
             self._start = message
-            return
+            return _DONE
         start, self._start = self._start, None
         if start is None:
-            await cycle.send(message)
-            return
+            return cycle.send(message)
+        return self._send_both(start, message)
+
+    async def _send_both(self, start: Any, message: Any) -> None:
+        cycle = self._cycle
         transport = cycle.transport
         batch = _Batched(transport)
         cycle.transport = batch  # type: ignore[assignment]

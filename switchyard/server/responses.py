@@ -47,25 +47,23 @@ class SSEResponse(StreamingResponse):
         self._finish = finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Each frame as it comes; a `LastFrame` ends the body in the same message (whatever
+        the frames' cleanup does after it, the client already has its whole answer). The loop
+        is here, not in a method of its own: every frame resumes each frame of the call chain."""
         scope.setdefault("state", {})["cancel_when_gone"] = True
         try:
-            await self.stream_response(send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            ended = False
+            async for frame in self.body_iterator:
+                if ended:
+                    continue  # nothing may follow a stream's last frame
+                ended = isinstance(frame, LastFrame)
+                await send({"type": "http.response.body", "body": frame, "more_body": not ended})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if self._finish is not None:
                 await self._finish()
-
-    async def stream_response(self, send: Send) -> None:
-        """Each frame as it comes; a `LastFrame` ends the body in the same message (whatever
-        the frames' cleanup does after it, the client already has its whole answer)."""
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        ended = False
-        async for frame in self.body_iterator:
-            if ended:
-                continue  # nothing may follow a stream's last frame
-            ended = isinstance(frame, LastFrame)
-            await send({"type": "http.response.body", "body": frame, "more_body": not ended})
-        if not ended:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def sse_response(
